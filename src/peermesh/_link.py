@@ -1,0 +1,256 @@
+"""One WebRTC connection to one remote peer: an aiortc ``RTCPeerConnection`` and its single
+``"data"`` channel, as Trystero uses it (wire notes §5).
+
+A :class:`PeerLink` knows nothing about rooms. It moves whole binary frames in both
+directions, applies back-pressure on the channel's ``bufferedAmount``, and reports when it
+opens and when it closes (channel or connection closed/failed, ``disconnected`` for 5 s, or
+no connection within the connect timeout after SDP was exchanged). Frames are handed to the
+``on_frame`` callback synchronously, in order, as they arrive.
+
+aiortc exceptions raised while applying remote SDP are mapped to :class:`ProtocolError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import time
+from collections.abc import Callable
+
+from aiortc import RTCConfiguration, RTCDataChannel, RTCPeerConnection, RTCSessionDescription
+
+from ._ice import host_addresses
+from .errors import PeerTimeoutError, PeerUnavailableError, ProtocolError
+
+__all__ = ["BUFFERED_AMOUNT_LOW_THRESHOLD", "LinkState", "PeerLink"]
+
+logger = logging.getLogger(__name__)
+
+#: Trystero's ``bufferedAmountLowThreshold``; a sender waits above it.
+BUFFERED_AMOUNT_LOW_THRESHOLD = 0xFFFF
+#: Trystero gives a connection this long to come up after SDP was exchanged.
+CONNECT_TIMEOUT = 23.333
+#: A connection that stays ``disconnected`` this long is treated as closed.
+DISCONNECTED_GRACE = 5.0
+#: A send that cannot make progress for this long fails with PeerTimeoutError.
+SEND_STALL_TIMEOUT = 30.0
+#: Largest remote SDP we are willing to parse.
+MAX_SDP_SIZE = 64 * 1024
+
+
+class LinkState(enum.Enum):
+    NEW = "new"
+    CONNECTING = "connecting"
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+FrameHandler = Callable[["PeerLink", bytes], None]
+LinkHandler = Callable[["PeerLink"], None]
+
+
+class PeerLink:
+    """An aiortc connection to one remote peer, carrying binary frames.
+
+    Create it with ``initiator=True`` to make an offer (:meth:`create_offer`, then
+    :meth:`accept_answer`) or ``initiator=False`` to answer one (:meth:`accept_offer`).
+    ``remote_id`` may be unknown when an offer is made (trackers) and set later.
+    """
+
+    def __init__(
+        self,
+        *,
+        initiator: bool,
+        configuration: RTCConfiguration,
+        ice_addresses: tuple[str, ...] | None,
+        on_frame: FrameHandler,
+        on_open: LinkHandler,
+        on_close: LinkHandler,
+        remote_id: str | None = None,
+        connect_timeout: float = CONNECT_TIMEOUT,
+    ) -> None:
+        self.initiator = initiator
+        self.remote_id = remote_id
+        self.created_at = time.monotonic()
+        self.state = LinkState.NEW
+        #: True once both descriptions are applied; a close before opening is then a
+        #: connection failure worth reporting.
+        self.sdp_exchanged = False
+        self.close_reason = ""
+        self._ice_addresses = ice_addresses
+        self._on_frame = on_frame
+        self._on_open = on_open
+        self._on_close = on_close
+        self._connect_timeout = connect_timeout
+        self._channel: RTCDataChannel | None = None
+        self._writable = asyncio.Event()
+        self._writable.set()
+        self._timers: list[asyncio.TimerHandle] = []
+        self._disconnect_timer: asyncio.TimerHandle | None = None
+        self._close_task: asyncio.Task[None] | None = None
+        self.pc = RTCPeerConnection(configuration)
+        self.pc.on("connectionstatechange", self._on_connection_state)
+        if not initiator:
+            self.pc.on("datachannel", self._attach_channel)
+
+    def __repr__(self) -> str:
+        return f"<PeerLink {self.remote_id or '?'} {self.state.value}>"
+
+    @property
+    def is_open(self) -> bool:
+        return self.state is LinkState.OPEN
+
+    @property
+    def is_closed(self) -> bool:
+        return self.state is LinkState.CLOSED
+
+    # -- negotiation ----------------------------------------------------------------------
+
+    async def create_offer(self) -> str:
+        """Create the ``"data"`` channel and return the complete (non-trickle) offer SDP."""
+        self.state = LinkState.CONNECTING
+        self._attach_channel(self.pc.createDataChannel("data"))
+        with host_addresses(self._ice_addresses):
+            await self.pc.setLocalDescription(await self.pc.createOffer())
+        return str(self.pc.localDescription.sdp)
+
+    async def accept_offer(self, sdp: str) -> str:
+        """Apply a remote offer and return the complete answer SDP.
+
+        Raises :class:`ProtocolError` if the offer cannot be applied.
+        """
+        self.state = LinkState.CONNECTING
+        await self._set_remote(sdp, "offer")
+        with host_addresses(self._ice_addresses):
+            await self.pc.setLocalDescription(await self.pc.createAnswer())
+        self._sdp_done()
+        return str(self.pc.localDescription.sdp)
+
+    async def accept_answer(self, sdp: str) -> None:
+        """Apply the remote answer to our offer. Raises :class:`ProtocolError` on bad SDP."""
+        await self._set_remote(sdp, "answer")
+        self._sdp_done()
+
+    async def _set_remote(self, sdp: str, kind: str) -> None:
+        if len(sdp) > MAX_SDP_SIZE:
+            raise ProtocolError(f"remote {kind} SDP is {len(sdp)} bytes, over {MAX_SDP_SIZE}")
+        try:
+            await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type=kind))
+        except Exception as exc:  # aiortc raises ValueError, InvalidStateError, KeyError, ...
+            raise ProtocolError(f"could not apply remote {kind}: {exc!r}") from exc
+
+    def _sdp_done(self) -> None:
+        self.sdp_exchanged = True
+        if self.state is not LinkState.CLOSED:
+            loop = asyncio.get_running_loop()
+            self._timers.append(loop.call_later(self._connect_timeout, self._connect_expired))
+
+    def _connect_expired(self) -> None:
+        if self.state is not LinkState.OPEN:
+            self.close(f"no connection {self._connect_timeout:g} s after exchanging SDP")
+
+    # -- channel ------------------------------------------------------------------------------
+
+    def _attach_channel(self, channel: RTCDataChannel) -> None:
+        if self._channel is not None:
+            logger.debug("%r: ignoring extra data channel %r", self, channel.label)
+            return
+        self._channel = channel
+        channel.bufferedAmountLowThreshold = BUFFERED_AMOUNT_LOW_THRESHOLD
+        channel.on("message", self._on_message)
+        channel.on("bufferedamountlow", self._writable.set)
+        channel.on("close", lambda: self.close("data channel closed"))
+        if channel.readyState == "open":
+            self._opened()
+        else:
+            channel.on("open", self._opened)
+
+    def _opened(self) -> None:
+        if self.state is LinkState.CLOSED:
+            return
+        self.state = LinkState.OPEN
+        for timer in self._timers:
+            timer.cancel()
+        self._timers.clear()
+        self._on_open(self)
+
+    def _on_message(self, data: bytes | str) -> None:
+        if self.state is not LinkState.OPEN:
+            return
+        if isinstance(data, str):
+            logger.debug("%r: dropped a text message (Trystero sends binary only)", self)
+            return
+        self._on_frame(self, data)
+
+    async def send(self, frame: bytes) -> None:
+        """Send one frame, first waiting while the channel's buffer is above the threshold.
+
+        Raises :class:`PeerUnavailableError` if the link is not open or closes while
+        waiting, and :class:`PeerTimeoutError` if the buffer does not drain for
+        ``SEND_STALL_TIMEOUT`` seconds.
+        """
+        channel = self._channel
+        while True:
+            if self.state is not LinkState.OPEN or channel is None:
+                raise PeerUnavailableError(f"connection to {self.remote_id} is closed")
+            if channel.bufferedAmount <= BUFFERED_AMOUNT_LOW_THRESHOLD:
+                break
+            self._writable.clear()
+            try:
+                await asyncio.wait_for(self._writable.wait(), SEND_STALL_TIMEOUT)
+            except TimeoutError:
+                raise PeerTimeoutError(
+                    f"{self.remote_id} accepted no data for {SEND_STALL_TIMEOUT:g} s"
+                ) from None
+        channel.send(frame)
+
+    def send_nowait(self, frame: bytes) -> bool:
+        """Send a small control frame without waiting; returns False if the link is closed."""
+        if self.state is not LinkState.OPEN or self._channel is None:
+            return False
+        self._channel.send(frame)
+        return True
+
+    # -- closing ------------------------------------------------------------------------------
+
+    def _on_connection_state(self) -> None:
+        state = self.pc.connectionState
+        if state in ("failed", "closed"):
+            self.close(f"connection {state}")
+        elif state == "disconnected":
+            if self._disconnect_timer is None:
+                loop = asyncio.get_running_loop()
+                self._disconnect_timer = loop.call_later(
+                    DISCONNECTED_GRACE, self.close, "disconnected for 5 s"
+                )
+        elif self._disconnect_timer is not None:
+            self._disconnect_timer.cancel()
+            self._disconnect_timer = None
+
+    def close(self, reason: str = "closed locally") -> None:
+        """Close the link (idempotent). ``on_close`` runs once, synchronously."""
+        if self.state is LinkState.CLOSED:
+            return
+        self.state = LinkState.CLOSED
+        self.close_reason = reason
+        logger.debug("%r closed: %s", self, reason)
+        for timer in self._timers:
+            timer.cancel()
+        self._timers.clear()
+        if self._disconnect_timer is not None:
+            self._disconnect_timer.cancel()
+        self._writable.set()  # wake senders so they see the closed state
+        self._close_task = asyncio.ensure_future(self._close_pc())
+        self._on_close(self)
+
+    async def _close_pc(self) -> None:
+        try:
+            await self.pc.close()
+        except Exception:  # aiortc may raise while tearing down half-built transports
+            logger.debug("%r: error while closing the peer connection", self, exc_info=True)
+
+    async def wait_closed(self) -> None:
+        """Wait until the underlying peer connection has been torn down."""
+        if self._close_task is not None:
+            await asyncio.shield(self._close_task)

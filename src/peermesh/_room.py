@@ -1,0 +1,602 @@
+"""Rooms and actions: the asyncio face of peermesh.
+
+A :class:`Room` is one ``(app_id, room_id)`` joined by one local identity. Its peers are
+links (see :mod:`peermesh._link`) bound to it; each peer is *pending* until the admission
+handshake of wire notes §7 completes in both directions, and only then *active*: visible to
+``on_peer_join``, ``get_peers()``, sends and pings. Frames from pending peers other than
+handshake and leave frames are dropped, as Trystero does.
+
+Callbacks may be plain functions or coroutine functions. A callback that raises is logged
+(at ERROR, with the traceback) and never disturbs the room.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from aiortc import RTCConfiguration, RTCPeerConnection
+
+from ._link import PeerLink
+from ._shared import SharedLinks
+from ._wire import actions as wire
+from ._wire.frames import room_frame_prefix
+from ._wire.sealing import (
+    PasswordChallenge,
+    PasswordResponse,
+    check_password_proof,
+    derive_key,
+    make_password_challenge,
+    make_password_response,
+    parse_password_message,
+)
+from ._wire.topics import room_token
+from .errors import (
+    HandshakeError,
+    PeerTimeoutError,
+    PeerUnavailableError,
+    ProtocolError,
+    RoomClosedError,
+    UsageError,
+)
+
+__all__ = ["Action", "JoinErrorEvent", "Room", "RoomCounters"]
+
+logger = logging.getLogger(__name__)
+
+Callback = Callable[..., Any]
+C = TypeVar("C", bound=Callback)
+
+#: Default time a peer has to complete the admission handshake (Trystero: 10 s).
+HANDSHAKE_TIMEOUT = 10.0
+#: Default time ``ping`` waits for the pong.
+PING_TIMEOUT = 10.0
+#: Time between sending ``@_leave`` and dropping the room's bindings (Trystero: 99 ms).
+LEAVE_GRACE = 0.099
+#: Messages kept for an action nobody listens to yet (per room, all actions together).
+MAX_UNCLAIMED_MESSAGES = 256
+#: Handshake messages a pending peer may queue before it is dropped.
+MAX_HANDSHAKE_INBOX = 16
+
+
+@dataclass(frozen=True, slots=True)
+class JoinErrorEvent:
+    """A failure to admit a peer into the room (Trystero's ``onJoinError`` payload)."""
+
+    error: str
+    app_id: str
+    room_id: str
+    peer_id: str | None
+
+
+@dataclass
+class RoomCounters:
+    """Inputs a room dropped, for diagnostics and tests."""
+
+    malformed_chunks: int = 0
+    rejected_messages: int = 0
+    dropped_while_pending: int = 0
+    unclaimed_dropped: int = 0
+
+
+@dataclass(eq=False)
+class _Member:
+    link: PeerLink
+    peer_id: str
+    active: bool = False
+    remote_ready: asyncio.Event = field(default_factory=asyncio.Event)
+    inbox: asyncio.Queue[object] = field(default_factory=lambda: asyncio.Queue(MAX_HANDSHAKE_INBOX))
+    pings: deque[asyncio.Future[float]] = field(default_factory=deque)
+    handshake: asyncio.Task[None] | None = None
+
+
+class Action:
+    """A named, typed message channel within a room (Trystero's ``makeAction``).
+
+    Unpacks as ``send, on_message, on_receive_progress = room.make_action("x")``.
+    """
+
+    def __init__(self, room: Room, name: str) -> None:
+        self.name = name
+        self._room = room
+        self._type_field = wire.encode_action_type(name)
+        self._nonce = 0
+        self._on_message: list[Callback] = []
+        self._on_progress: list[Callback] = []
+
+    def __repr__(self) -> str:
+        return f"<Action {self.name!r}>"
+
+    def __iter__(self) -> Iterator[Callback]:
+        return iter((self.send, self.on_message, self.on_receive_progress))
+
+    async def send(
+        self,
+        data: object,
+        target: str | Sequence[str] | None = None,
+        metadata: object = None,
+        on_progress: Callback | None = None,
+    ) -> None:
+        """Send ``data`` to ``target`` (a peer id, a list of them, or ``None`` for every
+        active peer) and return once every target has been handed the whole payload.
+
+        ``data``: ``str`` travels as text, ``bytes``-like as binary (received as ``bytes``),
+        anything else as JSON. ``metadata`` is any JSON value, delivered alongside.
+        ``on_progress(fraction, peer_id, metadata)`` is called after each chunk per target.
+
+        Raises ``TypeError`` (before sending anything) if ``data`` or ``metadata`` cannot be
+        encoded, :class:`PeerUnavailableError` if a named target is not an active peer or
+        leaves during the send, :class:`RoomClosedError` after ``leave()``. Peers of a
+        broadcast (``target=None``) that leave mid-send are skipped.
+        """
+        kind, payload = wire.encode_payload(data)
+        meta = _encode_metadata(metadata)
+        nonce = self._nonce
+        self._nonce = wire.next_nonce(nonce)
+        await self._room._send(
+            self._type_field, nonce, kind, payload, meta, target, metadata, on_progress
+        )
+
+    def on_message(self, callback: C) -> C:
+        """Call ``callback(data, peer_id, metadata)`` for every message received. Messages
+        that arrived before the first callback was set are delivered to it (bounded)."""
+        first = not self._on_message
+        self._on_message.append(callback)
+        if first:
+            for event in self._room._claim(self.name):
+                self._room._invoke(callback, event.data, event.peer_id, event.metadata)
+        return callback
+
+    def on_receive_progress(self, callback: C) -> C:
+        """Call ``callback(fraction, peer_id, metadata)`` as chunks of a message arrive."""
+        self._on_progress.append(callback)
+        return callback
+
+    def _deliver(self, event: wire.MessageReceived) -> bool:
+        if not self._on_message:
+            return False
+        for cb in self._on_message:
+            self._room._invoke(cb, event.data, event.peer_id, event.metadata)
+        return True
+
+    def _progress(self, fraction: float, peer_id: str, metadata: object) -> None:
+        for cb in self._on_progress:
+            self._room._invoke(cb, fraction, peer_id, metadata)
+
+
+def _encode_metadata(metadata: object) -> bytes | None:
+    if metadata is None:
+        return None
+    try:
+        return json.dumps(
+            metadata, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+        ).encode()
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"metadata is not JSON-serialisable: {exc}") from None
+
+
+class Room:
+    """A joined room. Obtain one from a strategy's ``join_room``; see the package docs.
+
+    Use it as an async context manager to leave on exit::
+
+        async with await join_room("lobby", app_id="my-app") as room:
+            ...
+    """
+
+    def __init__(
+        self,
+        *,
+        app_id: str,
+        room_id: str,
+        self_id: str,
+        password: str | None,
+        shared: SharedLinks,
+        configuration: RTCConfiguration,
+        ice_addresses: tuple[str, ...] | None,
+        handshake_timeout: float = HANDSHAKE_TIMEOUT,
+    ) -> None:
+        self.app_id = app_id
+        self.room_id = room_id
+        self.self_id = self_id
+        self.token = room_token(app_id, room_id)
+        self.password = password or None
+        self.seal_key = derive_key(password, app_id, room_id)
+        self.configuration = configuration
+        self.ice_addresses = ice_addresses
+        self.handshake_timeout = handshake_timeout
+        self.counters = RoomCounters()
+        self._shared = shared
+        self._prefix = room_frame_prefix(self.token)
+        self._members: dict[str, _Member] = {}
+        self._actions: dict[str, Action] = {}
+        self._unclaimed: deque[wire.MessageReceived] = deque()
+        self._reassembler = wire.Reassembler()
+        self._on_join: list[Callback] = []
+        self._on_leave: list[Callback] = []
+        self._on_join_error: list[Callback] = []
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._closed = False
+        self._signallers: list[Any] = []
+        self._ctl = {
+            name: wire.encode_action_type(name)
+            for name in (wire.HSREADY, wire.HSDATA, wire.LEAVE, wire.PING, wire.PONG)
+        }
+
+    def __repr__(self) -> str:
+        return f"<Room {self.app_id}/{self.room_id} as {self.self_id}>"
+
+    async def __aenter__(self) -> Room:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.leave()
+
+    # -- public API ---------------------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`leave` has been called."""
+        return self._closed
+
+    def make_action(self, name: str) -> Action:
+        """The action called ``name`` (created on first use; the same object afterwards).
+
+        Raises :class:`UsageError` if the name is empty, longer than 32 UTF-8 bytes, or
+        starts with ``@_`` (reserved for the protocol).
+        """
+        if name.startswith(wire.INTERNAL_PREFIX):
+            raise UsageError(f"action names starting with {wire.INTERNAL_PREFIX!r} are reserved")
+        action = self._actions.get(name)
+        if action is None:
+            action = self._actions[name] = Action(self, name)
+        return action
+
+    def on_peer_join(self, callback: C) -> C:
+        """Call ``callback(peer_id)`` when a peer becomes active; replays current peers."""
+        self._on_join.append(callback)
+        for peer_id, member in self._members.items():
+            if member.active:
+                self._invoke(callback, peer_id)
+        return callback
+
+    def on_peer_leave(self, callback: C) -> C:
+        """Call ``callback(peer_id)`` when an active peer leaves or its connection ends."""
+        self._on_leave.append(callback)
+        return callback
+
+    def on_join_error(self, callback: C) -> C:
+        """Call ``callback(event: JoinErrorEvent)`` when a peer could not be admitted: wrong
+        password, handshake timeout, or no connection after exchanging SDP."""
+        self._on_join_error.append(callback)
+        return callback
+
+    def get_peers(self) -> dict[str, RTCPeerConnection]:
+        """Active peers and their aiortc connections."""
+        return {pid: m.link.pc for pid, m in self._members.items() if m.active}
+
+    async def ping(self, peer_id: str, *, timeout: float = PING_TIMEOUT) -> float:
+        """Round-trip time to ``peer_id`` in milliseconds, through the action stack.
+
+        Raises :class:`PeerUnavailableError` if the peer is not active (or leaves while
+        waiting), :class:`PeerTimeoutError` if no pong comes within ``timeout`` seconds,
+        :class:`RoomClosedError` after ``leave()``.
+        """
+        member = self._active_member(peer_id)
+        future: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+        member.pings.append(future)
+        started = time.perf_counter()
+        await member.link.send(self._control_frame(wire.PING))
+        try:
+            answered = await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            raise PeerTimeoutError(f"{peer_id} did not answer a ping in {timeout:g} s") from None
+        finally:
+            if future in member.pings:
+                member.pings.remove(future)
+        return (answered - started) * 1000.0
+
+    async def leave(self) -> None:
+        """Leave the room: tell every peer, stop signalling, and close connections no other
+        local room uses. Idempotent; the room cannot be used afterwards."""
+        if self._closed:
+            return
+        self._closed = True
+        for signaller in self._signallers:
+            await signaller.close()
+        leave_frame = self._control_frame(wire.LEAVE)
+        for member in self._members.values():
+            member.link.send_nowait(leave_frame)
+        if self._members:
+            await asyncio.sleep(LEAVE_GRACE)
+        peer_ids = list(self._members)
+        for member in list(self._members.values()):
+            self._forget(member, "room left")
+        self._shared.remove_room(self, peer_ids)
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    # -- sending ------------------------------------------------------------------------------
+
+    def _control_frame(self, name: str, payload: bytes = b"") -> bytes:
+        (chunk,) = wire.iter_chunks(self._ctl[name], 0, wire.PayloadKind.TEXT, payload)
+        return self._prefix + chunk
+
+    def _active_member(self, peer_id: str) -> _Member:
+        if self._closed:
+            raise RoomClosedError(f"{self!r} has been left")
+        member = self._members.get(peer_id)
+        if member is None or not member.active:
+            raise PeerUnavailableError(f"{peer_id} is not an active peer of {self!r}")
+        return member
+
+    async def _send(
+        self,
+        type_field: bytes,
+        nonce: int,
+        kind: wire.PayloadKind,
+        payload: bytes,
+        meta: bytes | None,
+        target: str | Sequence[str] | None,
+        metadata: object,
+        on_progress: Callback | None,
+    ) -> None:
+        if self._closed:
+            raise RoomClosedError(f"{self!r} has been left")
+        if target is None:
+            members = [m for m in self._members.values() if m.active]
+            strict = False
+        else:
+            ids = [target] if isinstance(target, str) else list(dict.fromkeys(target))
+            members = [self._active_member(pid) for pid in ids]
+            strict = True
+        results = await asyncio.gather(
+            *(
+                self._send_to(m, type_field, nonce, kind, payload, meta, metadata, on_progress)
+                for m in members
+            ),
+            return_exceptions=True,
+        )
+        for result in results:
+            if isinstance(result, PeerUnavailableError) and not strict:
+                continue
+            if isinstance(result, BaseException):
+                raise result
+
+    async def _send_to(
+        self,
+        member: _Member,
+        type_field: bytes,
+        nonce: int,
+        kind: wire.PayloadKind,
+        payload: bytes,
+        meta: bytes | None,
+        metadata: object,
+        on_progress: Callback | None,
+    ) -> None:
+        total = wire.chunk_count(len(payload), meta is not None)
+        prefix = self._prefix
+        link = member.link
+        for index, chunk in enumerate(wire.iter_chunks(type_field, nonce, kind, payload, meta)):
+            await link.send(prefix + chunk)
+            if on_progress is not None:
+                self._invoke(on_progress, (index + 1) / total, member.peer_id, metadata)
+
+    # -- membership (called by SharedLinks) ---------------------------------------------------
+
+    def has_peer(self, peer_id: str) -> bool:
+        return peer_id in self._members
+
+    def attach(self, link: PeerLink) -> None:
+        """Bind a link to this room and start the admission handshake with its peer."""
+        peer_id = link.remote_id
+        if self._closed or peer_id is None or peer_id in self._members or not link.is_open:
+            return
+        member = _Member(link=link, peer_id=peer_id)
+        self._members[peer_id] = member
+        member.handshake = self._spawn(self._admit(member))
+
+    def peer_gone(self, peer_id: str, reason: str) -> None:
+        member = self._members.get(peer_id)
+        if member is not None:
+            self._forget(member, reason)
+
+    def link_failed(self, link: PeerLink) -> None:
+        peer = link.remote_id or "unknown peer"
+        self._join_error(
+            f"could not connect to peer {peer} after exchanging SDP ({link.close_reason}); "
+            "a TURN server may be needed",
+            link.remote_id,
+        )
+
+    def _forget(self, member: _Member, reason: str) -> None:
+        if self._members.get(member.peer_id) is not member:
+            return
+        del self._members[member.peer_id]
+        self._reassembler.drop_peer(member.peer_id)
+        if member.handshake is not None and not member.handshake.done():
+            member.handshake.cancel()
+        for future in member.pings:
+            if not future.done():
+                future.set_exception(PeerUnavailableError(f"{member.peer_id} left: {reason}"))
+        member.pings.clear()
+        logger.debug("%r: peer %s gone (%s)", self, member.peer_id, reason)
+        if member.active:
+            for cb in self._on_leave:
+                self._invoke(cb, member.peer_id)
+
+    # -- admission handshake (wire notes §7) --------------------------------------------------
+
+    async def _admit(self, member: _Member) -> None:
+        try:
+            async with asyncio.timeout(self.handshake_timeout):
+                if self.password is not None:
+                    await self._password_handshake(member)
+                await member.link.send(self._control_frame(wire.HSREADY))
+                await member.remote_ready.wait()
+        except TimeoutError:
+            ms = int(self.handshake_timeout * 1000)
+            self._reject(member, f"handshake timed out after {ms}ms")
+            return
+        except HandshakeError as exc:
+            self._reject(member, str(exc))
+            return
+        except PeerUnavailableError:
+            return  # the link closed under us; _forget has run or will run
+        if self._members.get(member.peer_id) is not member or self._closed:
+            return
+        member.active = True
+        logger.debug("%r: peer %s joined", self, member.peer_id)
+        for cb in self._on_join:
+            self._invoke(cb, member.peer_id)
+
+    async def _password_handshake(self, member: _Member) -> None:
+        assert self.password is not None
+        initiator = self.self_id < member.peer_id
+        if initiator:
+            challenge = make_password_challenge()
+            await self._send_hsdata(member, challenge)
+            while True:
+                message = parse_password_message(await member.inbox.get())
+                if isinstance(message, PasswordResponse):
+                    break
+            if not check_password_proof(
+                challenge["c"], message.proof, self.password, self.app_id, self.room_id
+            ):
+                raise HandshakeError("incorrect password for overlapping room")
+        else:
+            while True:
+                message = parse_password_message(await member.inbox.get())
+                if isinstance(message, PasswordChallenge):
+                    break
+            await self._send_hsdata(
+                member,
+                make_password_response(message.challenge, self.password, self.app_id, self.room_id),
+            )
+
+    async def _send_hsdata(self, member: _Member, value: object) -> None:
+        kind, payload = wire.encode_payload(value)
+        for chunk in wire.iter_chunks(self._ctl[wire.HSDATA], 0, kind, payload):
+            await member.link.send(self._prefix + chunk)
+
+    def _reject(self, member: _Member, error: str) -> None:
+        logger.info("%r: peer %s not admitted: %s", self, member.peer_id, error)
+        self._join_error(error, member.peer_id)
+        self._forget(member, error)
+        link = member.link
+        if not any(r.has_peer(member.peer_id) for r in self._shared.rooms.values()):
+            link.close(f"handshake failed: {error}")
+
+    def _join_error(self, error: str, peer_id: str | None) -> None:
+        event = JoinErrorEvent(error, self.app_id, self.room_id, peer_id)
+        if not self._on_join_error:
+            logger.warning("%r: join error: %s", self, error)
+        for cb in self._on_join_error:
+            self._invoke(cb, event)
+
+    # -- receiving ----------------------------------------------------------------------------
+
+    def receive_chunk(self, peer_id: str, data: bytes | memoryview) -> None:
+        member = self._members.get(peer_id)
+        if member is None:
+            return
+        try:
+            chunk = wire.parse_chunk(data)
+        except ProtocolError as exc:
+            self.counters.malformed_chunks += 1
+            logger.debug("%r: malformed chunk from %s: %s", self, peer_id, exc)
+            return
+        name = chunk.action_type
+        internal = name.startswith(wire.INTERNAL_PREFIX)
+        if not member.active and name not in (wire.HSREADY, wire.HSDATA, wire.LEAVE):
+            self.counters.dropped_while_pending += 1
+            return
+        if name == wire.HSREADY:
+            member.remote_ready.set()
+            return
+        if name == wire.LEAVE:
+            self._forget(member, "left the room")
+            return
+        if name == wire.PING:
+            member.link.send_nowait(self._control_frame(wire.PONG))
+            return
+        if name == wire.PONG:
+            answered = time.perf_counter()
+            while member.pings:
+                future = member.pings.popleft()
+                if not future.done():
+                    future.set_result(answered)
+                    break
+            return
+        if internal and name != wire.HSDATA:
+            logger.debug("%r: ignoring unsupported internal action %s", self, name)
+            return
+        try:
+            event = self._reassembler.feed(peer_id, chunk)
+        except ProtocolError as exc:
+            self.counters.rejected_messages += 1
+            logger.debug("%r: dropped a message from %s: %s", self, peer_id, exc)
+            return
+        if event is None:
+            return
+        if name == wire.HSDATA:
+            if isinstance(event, wire.MessageReceived) and not member.active:
+                try:
+                    member.inbox.put_nowait(event.data)
+                except asyncio.QueueFull:
+                    self._reject(member, "too many handshake messages")
+            return
+        action = self._actions.get(name)
+        if isinstance(event, wire.ReceiveProgress):
+            if action is not None:
+                action._progress(event.fraction, peer_id, event.metadata)
+            return
+        if action is not None:
+            action._progress(1.0, peer_id, event.metadata)
+            if action._deliver(event):
+                return
+        self._hold(event)
+
+    def _hold(self, event: wire.MessageReceived) -> None:
+        if len(self._unclaimed) >= MAX_UNCLAIMED_MESSAGES:
+            self._unclaimed.popleft()
+            self.counters.unclaimed_dropped += 1
+            logger.debug("%r: dropped the oldest message held for an unset action", self)
+        self._unclaimed.append(event)
+
+    def _claim(self, name: str) -> list[wire.MessageReceived]:
+        claimed = [e for e in self._unclaimed if e.action_type == name]
+        if claimed:
+            self._unclaimed = deque(e for e in self._unclaimed if e.action_type != name)
+        return claimed
+
+    # -- tasks and callbacks ------------------------------------------------------------------
+
+    def _spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("%r: background task failed", self, exc_info=task.exception())
+
+    def _invoke(self, callback: Callback, *args: object) -> None:
+        try:
+            result = callback(*args)
+        except Exception:
+            logger.exception("%r: callback %r raised", self, callback)
+            return
+        if inspect.isawaitable(result):
+            self._spawn(result)

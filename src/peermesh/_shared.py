@@ -1,0 +1,233 @@
+"""The connections one local identity holds for one app id, shared by all its rooms.
+
+Trystero keeps at most one RTCPeerConnection per (app id, remote peer) and multiplexes
+rooms over it with room frames and presence frames (wire notes §6.1, §6.2, §9). A
+:class:`SharedLinks` table does the same for one ``(self_id, app_id)``:
+
+* a link that opens is registered as *the* link to its remote peer (a duplicate is closed),
+  gets a presence=1 frame for every local room, and is bound to the room whose signalling
+  produced it;
+* incoming frames are routed to rooms by token; a presence=1 for a local room binds that
+  room onto the link, presence=0 is that peer leaving the room;
+* tokens the remote announced before we joined the room are remembered (bounded), so a room
+  joined later binds at once;
+* when a link closes, every room bound to it loses that peer; when the last local room
+  bound to a link leaves, the link is closed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from aiortc import RTCConfiguration
+
+from ._link import PeerLink
+from ._wire.frames import PresenceFrame, encode_presence_frame, parse_frame
+from .errors import ProtocolError
+
+__all__ = ["LinkCounters", "RoomEndpoint", "SharedLinks", "shared_links"]
+
+logger = logging.getLogger(__name__)
+
+#: How many room tokens a remote may announce on one link before we stop remembering more.
+MAX_REMOTE_TOKENS = 256
+
+
+class RoomEndpoint(Protocol):
+    """What a room offers the shared table (implemented by :class:`peermesh.Room`)."""
+
+    token: str
+
+    def has_peer(self, peer_id: str) -> bool: ...
+    def attach(self, link: PeerLink) -> None: ...
+    def receive_chunk(self, peer_id: str, chunk: bytes | memoryview) -> None: ...
+    def peer_gone(self, peer_id: str, reason: str) -> None: ...
+    def link_failed(self, link: PeerLink) -> None: ...
+
+
+@dataclass
+class LinkCounters:
+    """Frames dropped at the link level, for diagnostics and tests."""
+
+    malformed_frames: int = 0
+    frames_for_unknown_rooms: int = 0
+    duplicate_links: int = 0
+
+
+@dataclass
+class _LinkInfo:
+    origin: RoomEndpoint | None
+    remote_tokens: set[str] = field(default_factory=set)
+
+
+class SharedLinks:
+    """The links and rooms of one ``(self_id, app_id)``; see the module docstring."""
+
+    def __init__(self, self_id: str, app_id: str, on_empty: Callable[[SharedLinks], None]):
+        self.self_id = self_id
+        self.app_id = app_id
+        self.rooms: dict[str, RoomEndpoint] = {}
+        self.links: dict[str, PeerLink] = {}  # open links by remote peer id
+        self.counters = LinkCounters()
+        self._info: dict[PeerLink, _LinkInfo] = {}
+        self._on_empty = on_empty
+
+    # -- rooms ------------------------------------------------------------------------------
+
+    def add_room(self, room: RoomEndpoint) -> None:
+        """Register a joined room, tell every open link we are in it, and bind the room to
+        links whose peer already said it is in it."""
+        self.rooms[room.token] = room
+        frame = encode_presence_frame(room.token, True)
+        for link in list(self.links.values()):
+            link.send_nowait(frame)
+            if room.token in self._info[link].remote_tokens:
+                room.attach(link)
+
+    def remove_room(self, room: RoomEndpoint, peer_ids: list[str]) -> None:
+        """Unregister a room that left; send presence=0 to its peers and close links that no
+        longer serve any local room."""
+        if self.rooms.get(room.token) is room:
+            del self.rooms[room.token]
+        frame = encode_presence_frame(room.token, False)
+        for peer_id in peer_ids:
+            link = self.links.get(peer_id)
+            if link is None:
+                continue
+            link.send_nowait(frame)
+            if not any(r.has_peer(peer_id) for r in self.rooms.values()):
+                link.close("no room left on this connection")
+        for link, info in list(self._info.items()):
+            if info.origin is room and not link.is_open:
+                link.close("room left before the connection opened")
+        self._maybe_empty()
+
+    def _maybe_empty(self) -> None:
+        if not self.rooms and not self._info:
+            self._on_empty(self)
+
+    # -- links ------------------------------------------------------------------------------
+
+    def live_link(self, peer_id: str) -> PeerLink | None:
+        """The open link to ``peer_id``, if any."""
+        link = self.links.get(peer_id)
+        return link if link is not None and link.is_open else None
+
+    def new_link(
+        self,
+        origin: RoomEndpoint,
+        *,
+        initiator: bool,
+        configuration: RTCConfiguration,
+        ice_addresses: tuple[str, ...] | None,
+        remote_id: str | None = None,
+    ) -> PeerLink:
+        """Create a link whose signalling runs in ``origin``; it binds there when open."""
+        link = PeerLink(
+            initiator=initiator,
+            configuration=configuration,
+            ice_addresses=ice_addresses,
+            on_frame=self._on_frame,
+            on_open=self._on_open,
+            on_close=self._on_close,
+            remote_id=remote_id,
+        )
+        self._info[link] = _LinkInfo(origin=origin)
+        return link
+
+    def bind(self, room: RoomEndpoint, link: PeerLink) -> None:
+        """Bind ``room`` onto an existing open link (a signal arrived from a peer we are
+        already connected to through another room)."""
+        if link.is_open and not room.has_peer(link.remote_id or ""):
+            link.send_nowait(encode_presence_frame(room.token, True))
+            room.attach(link)
+
+    def _on_open(self, link: PeerLink) -> None:
+        remote_id = link.remote_id
+        info = self._info.get(link)
+        if remote_id is None or info is None:
+            link.close("opened without a known remote peer")
+            return
+        existing = self.live_link(remote_id)
+        if existing is not None and existing is not link:
+            self.counters.duplicate_links += 1
+            logger.debug("duplicate connection to %s; keeping the first", remote_id)
+            link.close("duplicate connection")
+            if info.origin is not None:
+                self.bind(info.origin, existing)
+            return
+        self.links[remote_id] = link
+        for token in self.rooms:
+            link.send_nowait(encode_presence_frame(token, True))
+        origin = info.origin
+        if origin is not None and self.rooms.get(origin.token) is origin:
+            origin.attach(link)
+
+    def _on_close(self, link: PeerLink) -> None:
+        info = self._info.pop(link, None)
+        remote_id = link.remote_id
+        if remote_id is not None and self.links.get(remote_id) is link:
+            del self.links[remote_id]
+            for room in list(self.rooms.values()):
+                if room.has_peer(remote_id):
+                    room.peer_gone(remote_id, link.close_reason)
+        elif (
+            info is not None
+            and info.origin is not None
+            and link.sdp_exchanged
+            and link.close_reason != "duplicate connection"
+        ):
+            info.origin.link_failed(link)
+        self._maybe_empty()
+
+    def _on_frame(self, link: PeerLink, data: bytes) -> None:
+        remote_id = link.remote_id
+        if remote_id is None:
+            return
+        try:
+            frame = parse_frame(data)
+        except ProtocolError as exc:
+            self.counters.malformed_frames += 1
+            logger.debug("dropped a malformed frame from %s: %s", remote_id, exc)
+            return
+        room = self.rooms.get(frame.token)
+        if isinstance(frame, PresenceFrame):
+            info = self._info.get(link)
+            if info is None:
+                return
+            if frame.present:
+                if len(info.remote_tokens) < MAX_REMOTE_TOKENS:
+                    info.remote_tokens.add(frame.token)
+                if room is not None and not room.has_peer(remote_id):
+                    room.attach(link)
+            else:
+                info.remote_tokens.discard(frame.token)
+                if room is not None and room.has_peer(remote_id):
+                    room.peer_gone(remote_id, "left the room (presence)")
+            return
+        if room is None or not room.has_peer(remote_id):
+            self.counters.frames_for_unknown_rooms += 1
+            logger.debug("dropped a frame from %s for a room we are not in with it", remote_id)
+            return
+        room.receive_chunk(remote_id, frame.chunk)
+
+
+_tables: dict[tuple[str, str], SharedLinks] = {}
+
+
+def shared_links(self_id: str, app_id: str) -> SharedLinks:
+    """The table for ``(self_id, app_id)``, created on first use and dropped when empty."""
+    key = (self_id, app_id)
+    table = _tables.get(key)
+    if table is None:
+        table = _tables[key] = SharedLinks(self_id, app_id, _drop_table)
+    return table
+
+
+def _drop_table(table: SharedLinks) -> None:
+    key = (table.self_id, table.app_id)
+    if _tables.get(key) is table:
+        del _tables[key]

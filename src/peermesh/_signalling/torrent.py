@@ -1,0 +1,348 @@
+"""Signalling over WebTorrent WebSocket trackers (wire notes §3.2).
+
+A :class:`TrackerConnection` is one WebSocket to one tracker for one local peer id, shared by
+every room of that identity on that tracker (trackers key a socket by its peer id, so two
+local identities cannot share one). A :class:`TorrentSignaller` is one room's presence on
+its trackers:
+
+* it keeps up to 3 outstanding offers (non-trickle SDP, sealed with the room key) and sends
+  the same ones in every announce until answered or 120 s old;
+* it announces at once, after 0.233 s, 0.533 s and 1.333 s, then every tracker interval
+  (clamped to 10–120 s), and again at once after a tracker reconnects;
+* relayed offers are answered over the tracker they came from — unless we already hold a
+  live connection to that peer (the room is then bound onto it), are already answering it,
+  or have offers out and the smaller id (the collision rule: the larger id answers);
+* an answer is applied only to one of our outstanding offers, which it then consumes.
+
+Undecryptable offers or answers are reported as join errors (a password mismatch, as in
+Trystero); malformed tracker messages are dropped, logged at DEBUG and counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .._link import PeerLink
+from .._wire.sealing import seal, unseal
+from .._wire.topics import gen_id, info_hash, is_peer_id
+from .._wire.tracker import (
+    RelayedAnswer,
+    RelayedOffer,
+    TrackerMessage,
+    TrackerOffer,
+    clamp_interval_ms,
+    encode_announce,
+    encode_answer,
+    parse_tracker_message,
+)
+from ..errors import ProtocolError, RelayProtocolError, SealError
+from .websocket import ReconnectingWebSocket
+
+if TYPE_CHECKING:
+    from .._room import Room
+
+__all__ = ["DEFAULT_TRACKER_URLS", "TorrentSignaller", "TrackerConnection"]
+
+logger = logging.getLogger(__name__)
+
+#: Trystero 0.25.4's tracker list; the first three are used by default.
+DEFAULT_TRACKER_URLS: tuple[str, ...] = (
+    "wss://open.ftorrent.com",
+    "wss://tracker.webtorrent.dev",
+    "wss://tracker.openwebtorrent.com",
+    "wss://tracker.btorrent.xyz",
+    "wss://tracker.files.fm:7073/announce",
+)
+DEFAULT_REDUNDANCY = 3
+
+OFFERS_PER_ANNOUNCE = 3
+OFFER_TTL = 120.0
+WARMUP_DELAYS = (0.0, 0.233, 0.533, 1.333)
+DEDUPE_WINDOW = 4.0
+MAX_DEDUPE_ENTRIES = 4096
+#: Offers from other peers we answer at once; more are dropped until some finish.
+MAX_CONCURRENT_ANSWERS = 16
+#: Answered connections that have not opened yet; more offers are dropped meanwhile.
+MAX_PENDING_ANSWERS = 32
+
+
+class TrackerConnection:
+    """One tracker socket for one local peer id, routing messages to rooms by info_hash."""
+
+    def __init__(self, url: str, self_id: str, on_empty: Callable[[TrackerConnection], None]):
+        self.url = url
+        self.self_id = self_id
+        self.malformed_messages = 0
+        self.rooms: dict[str, TorrentSignaller] = {}
+        self._on_empty = on_empty
+        self.socket = ReconnectingWebSocket(url, on_open=self._opened, on_message=self._received)
+
+    def subscribe(self, signaller: TorrentSignaller) -> None:
+        self.rooms[signaller.info_hash] = signaller
+        if self.socket.is_open:
+            signaller.tracker_opened(self)
+
+    async def unsubscribe(self, signaller: TorrentSignaller) -> None:
+        if self.rooms.get(signaller.info_hash) is signaller:
+            del self.rooms[signaller.info_hash]
+        if not self.rooms:
+            self._on_empty(self)
+            await self.socket.close()
+
+    async def send(self, text: str) -> bool:
+        return await self.socket.send(text)
+
+    def _opened(self) -> None:
+        for signaller in list(self.rooms.values()):
+            signaller.tracker_opened(self)
+
+    def _received(self, text: str) -> None:
+        try:
+            message = parse_tracker_message(text)
+        except RelayProtocolError as exc:
+            self.malformed_messages += 1
+            logger.debug("%s: dropped a malformed tracker message: %s", self.url, exc)
+            return
+        if message.failure is not None:
+            logger.warning("%s: tracker failure: %s", self.url, message.failure)
+        if message.warning is not None:
+            logger.info("%s: tracker warning: %s", self.url, message.warning)
+        signaller = self.rooms.get(message.info_hash or "")
+        if signaller is None:
+            if message.offer is not None or message.answer is not None:
+                logger.debug("%s: signal for an info_hash we are not in", self.url)
+            return
+        signaller.handle(self, message)
+
+
+_connections: dict[tuple[str, str], TrackerConnection] = {}
+
+
+def tracker_connection(url: str, self_id: str) -> TrackerConnection:
+    """The shared connection to ``url`` for ``self_id`` (created on first use)."""
+    key = (url, self_id)
+    conn = _connections.get(key)
+    if conn is None:
+        conn = _connections[key] = TrackerConnection(url, self_id, _forget_connection)
+    return conn
+
+
+def _forget_connection(conn: TrackerConnection) -> None:
+    key = (conn.url, conn.self_id)
+    if _connections.get(key) is conn:
+        del _connections[key]
+
+
+@dataclass(eq=False)
+class _Offer:
+    offer_id: str
+    link: PeerLink
+    sealed_sdp: str
+    created: float
+
+
+class TorrentSignaller:
+    """One room's signalling on a set of WebTorrent trackers. See the module docstring."""
+
+    def __init__(self, room: Room, urls: list[str]) -> None:
+        self.room = room
+        self.urls = urls
+        self.info_hash = info_hash(room.app_id, room.room_id)
+        self._connections: list[TrackerConnection] = []
+        self._loops: dict[TrackerConnection, asyncio.Task[None]] = {}
+        self._intervals: dict[str, float] = {}
+        self._offers: dict[str, _Offer] = {}
+        self._offer_lock = asyncio.Lock()
+        self._answering: dict[str, PeerLink] = {}
+        self._seen: dict[tuple[str, str, str], float] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closed = False
+
+    async def start(self) -> None:
+        for url in self.urls:
+            conn = tracker_connection(url, self.room.self_id)
+            self._connections.append(conn)
+            conn.subscribe(self)
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for task in [*self._loops.values(), *self._tasks]:
+            task.cancel()
+        await asyncio.gather(*self._loops.values(), *self._tasks, return_exceptions=True)
+        for conn in self._connections:
+            await conn.unsubscribe(self)
+        for offer in self._offers.values():
+            offer.link.close("room left")
+        self._offers.clear()
+        for link in self._answering.values():
+            if not link.is_open:
+                link.close("room left")
+        self._answering.clear()
+
+    # -- announcing -------------------------------------------------------------------------
+
+    def tracker_opened(self, conn: TrackerConnection) -> None:
+        if self._closed:
+            return
+        previous = self._loops.pop(conn, None)
+        if previous is not None:
+            previous.cancel()
+        self._loops[conn] = asyncio.ensure_future(self._announce_loop(conn))
+
+    async def _announce_loop(self, conn: TrackerConnection) -> None:
+        for delay in WARMUP_DELAYS:
+            await asyncio.sleep(delay)
+            await self._announce(conn)
+        while True:
+            await asyncio.sleep(self._intervals.get(conn.url, 10.0))
+            await self._announce(conn)
+
+    async def _announce(self, conn: TrackerConnection) -> None:
+        try:
+            offers = await self._current_offers()
+        except Exception:
+            logger.exception("%r: could not create offers", self.room)
+            return
+        await conn.send(
+            encode_announce(
+                self.info_hash,
+                self.room.self_id,
+                [TrackerOffer(o.offer_id, o.sealed_sdp) for o in offers],
+                numwant=OFFERS_PER_ANNOUNCE,
+            )
+        )
+
+    async def _current_offers(self) -> list[_Offer]:
+        async with self._offer_lock:
+            now = time.monotonic()
+            for offer_id, offer in list(self._offers.items()):
+                if now - offer.created > OFFER_TTL or offer.link.is_closed:
+                    del self._offers[offer_id]
+                    offer.link.close("offer expired")
+            while len(self._offers) < OFFERS_PER_ANNOUNCE and not self._closed:
+                link = self._new_link(initiator=True)
+                sdp = await link.create_offer()
+                offer = _Offer(gen_id(20), link, seal(self.room.seal_key, sdp), time.monotonic())
+                self._offers[offer.offer_id] = offer
+            return list(self._offers.values())
+
+    def _new_link(self, *, initiator: bool, remote_id: str | None = None) -> PeerLink:
+        room = self.room
+        return room._shared.new_link(
+            room,
+            initiator=initiator,
+            configuration=room.configuration,
+            ice_addresses=room.ice_addresses,
+            remote_id=remote_id,
+        )
+
+    # -- incoming signals ---------------------------------------------------------------------
+
+    def handle(self, conn: TrackerConnection, message: TrackerMessage) -> None:
+        if self._closed:
+            return
+        if message.interval is not None:
+            self._intervals[conn.url] = clamp_interval_ms(message.interval) / 1000
+        signal = message.offer or message.answer
+        if signal is None:
+            return
+        if signal.peer_id == self.room.self_id or not is_peer_id(signal.peer_id):
+            return
+        if self._seen_recently(type(signal).__name__, signal.offer_id, signal.peer_id):
+            return
+        if isinstance(signal, RelayedOffer):
+            if len(self._tasks) >= MAX_CONCURRENT_ANSWERS:
+                logger.debug("%r: too many offers in flight; dropped one", self.room)
+                return
+            self._spawn(self._answer(conn, signal))
+        else:
+            self._spawn(self._accept(signal))
+
+    def _seen_recently(self, kind: str, offer_id: str, peer_id: str) -> bool:
+        now = time.monotonic()
+        if len(self._seen) > MAX_DEDUPE_ENTRIES:
+            self._seen = {k: t for k, t in self._seen.items() if now - t < DEDUPE_WINDOW}
+        key = (kind, offer_id, peer_id)
+        seen = self._seen.get(key)
+        self._seen[key] = now
+        return seen is not None and now - seen < DEDUPE_WINDOW
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _bound_elsewhere(self, peer_id: str) -> bool:
+        """If a live connection to ``peer_id`` exists, bind the room to it and say so."""
+        live = self.room._shared.live_link(peer_id)
+        if live is None:
+            return False
+        self.room._shared.bind(self.room, live)
+        return True
+
+    async def _answer(self, conn: TrackerConnection, offer: RelayedOffer) -> None:
+        room = self.room
+        peer_id = offer.peer_id
+        if self._bound_elsewhere(peer_id):
+            return
+        answering = self._answering.get(peer_id)
+        if answering is not None and not answering.is_closed:
+            return
+        self._answering = {p: k for p, k in self._answering.items() if not k.is_closed}
+        if sum(not k.is_open for k in self._answering.values()) >= MAX_PENDING_ANSWERS:
+            logger.debug("%r: too many unanswered connections; dropped an offer", room)
+            return
+        if self._offers and room.self_id < peer_id:
+            logger.debug("%r: ignoring offer from %s (collision rule)", room, peer_id)
+            return
+        try:
+            sdp = unseal(room.seal_key, offer.sdp)
+        except SealError:
+            room._join_error("incorrect room password when decrypting offer", peer_id)
+            return
+        link = self._new_link(initiator=False, remote_id=peer_id)
+        self._answering[peer_id] = link
+        try:
+            answer = await link.accept_offer(sdp)
+        except ProtocolError as exc:
+            logger.debug("%r: unusable offer from %s: %s", room, peer_id, exc)
+            link.close("unusable offer")
+            return
+        await conn.send(
+            encode_answer(
+                self.info_hash,
+                room.self_id,
+                to_peer_id=peer_id,
+                offer_id=offer.offer_id,
+                sdp=seal(room.seal_key, answer),
+            )
+        )
+
+    async def _accept(self, answer: RelayedAnswer) -> None:
+        offer = self._offers.pop(answer.offer_id, None)
+        if offer is None:
+            return
+        room = self.room
+        peer_id = answer.peer_id
+        if self._bound_elsewhere(peer_id):
+            offer.link.close("already connected")
+            return
+        try:
+            sdp = unseal(room.seal_key, answer.sdp)
+        except SealError:
+            offer.link.close("answer sealed with another key")
+            room._join_error("incorrect room password when decrypting answer", peer_id)
+            return
+        offer.link.remote_id = peer_id
+        try:
+            await offer.link.accept_answer(sdp)
+        except ProtocolError as exc:
+            logger.debug("%r: unusable answer from %s: %s", room, peer_id, exc)
+            offer.link.close("unusable answer")

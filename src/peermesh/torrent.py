@@ -1,0 +1,77 @@
+"""Rooms whose peers meet through WebTorrent WebSocket trackers.
+
+    from peermesh.torrent import join_room
+
+    async with await join_room("lobby", app_id="my-app") as room:
+        ...
+
+Wire-compatible with Trystero 0.25's ``@trystero-p2p/torrent``: a Python peer and a browser
+peer on the same app id, room and tracker meet and exchange actions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from ._ice import RtcConfigLike
+from ._join import join
+from ._room import Room
+from ._signalling.torrent import DEFAULT_REDUNDANCY, DEFAULT_TRACKER_URLS, TorrentSignaller
+from .errors import UsageError
+
+__all__ = ["DEFAULT_TRACKER_URLS", "join_room"]
+
+
+async def join_room(
+    room_id: str,
+    *,
+    app_id: str,
+    relay_urls: Sequence[str] | None = None,
+    relay_redundancy: int | None = None,
+    password: str | None = None,
+    rtc_config: RtcConfigLike = None,
+    ice_addresses: Sequence[str] | None = None,
+    peer_id: str | None = None,
+) -> Room:
+    """Join ``room_id`` of ``app_id`` through WebTorrent trackers and return the room.
+
+    Args:
+        relay_urls: tracker URLs (``ws://`` or ``wss://``), all of which are used. Default:
+            the first ``relay_redundancy`` of :data:`DEFAULT_TRACKER_URLS` (Trystero's).
+        relay_redundancy: how many default trackers to use (default 3).
+        password: encrypts signalling and admits only peers that know it.
+        rtc_config: ``{"iceServers": [...]}`` (``[]`` for none) or an aiortc
+            ``RTCConfiguration``; default: Trystero's public STUN servers.
+        ice_addresses: offer only these local IP addresses as ICE host candidates
+            (``["127.0.0.1"]`` keeps everything on loopback).
+        peer_id: this peer's 20-character id; default ``peermesh.self_id``.
+
+    Returns promptly even when no tracker is reachable: trackers are contacted (and
+    retried with backoff) in the background. Raises :class:`~peermesh.errors.UsageError`
+    for invalid arguments.
+    """
+    if relay_urls is not None:
+        if isinstance(relay_urls, str):
+            raise UsageError("relay_urls must be a list of URLs, not a string")
+        urls = list(dict.fromkeys(relay_urls))
+        if not urls:
+            raise UsageError("relay_urls must contain at least one URL")
+    else:
+        count = DEFAULT_REDUNDANCY if relay_redundancy is None else relay_redundancy
+        if count < 1:
+            raise UsageError("relay_redundancy must be at least 1")
+        urls = list(DEFAULT_TRACKER_URLS[:count])
+    for url in urls:
+        if not url.startswith(("ws://", "wss://")):
+            raise UsageError(f"tracker URL {url!r} must start with ws:// or wss://")
+    if peer_id is not None and len(peer_id) != 20:
+        raise UsageError("trackers need a peer_id of exactly 20 characters")
+    return await join(
+        room_id,
+        app_id=app_id,
+        password=password,
+        rtc_config=rtc_config,
+        ice_addresses=ice_addresses,
+        peer_id=peer_id,
+        make_signallers=lambda room: [TorrentSignaller(room, urls)],
+    )
