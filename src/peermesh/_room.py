@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import json
 import logging
 import time
 from collections import deque
@@ -24,7 +23,7 @@ from typing import Any, TypeVar
 
 from aiortc import RTCConfiguration, RTCPeerConnection
 
-from ._link import PeerLink
+from ._link import PeerLink, wait_links_closed
 from ._shared import SharedLinks
 from ._wire import actions as wire
 from ._wire.frames import room_frame_prefix
@@ -137,7 +136,7 @@ class Action:
         broadcast (``target=None``) that leave mid-send are skipped.
         """
         kind, payload = wire.encode_payload(data)
-        meta = _encode_metadata(metadata)
+        meta = None if metadata is None else wire.encode_metadata(metadata)
         nonce = self._nonce
         self._nonce = wire.next_nonce(nonce)
         await self._room._send(
@@ -169,17 +168,6 @@ class Action:
     def _progress(self, fraction: float, peer_id: str, metadata: object) -> None:
         for cb in self._on_progress:
             self._room._invoke(cb, fraction, peer_id, metadata)
-
-
-def _encode_metadata(metadata: object) -> bytes | None:
-    if metadata is None:
-        return None
-    try:
-        return json.dumps(
-            metadata, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-        ).encode()
-    except (TypeError, ValueError) as exc:
-        raise TypeError(f"metadata is not JSON-serialisable: {exc}") from None
 
 
 class Room:
@@ -324,12 +312,15 @@ class Room:
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        await wait_links_closed()
 
     # -- sending ------------------------------------------------------------------------------
 
     def _control_frame(self, name: str, payload: bytes = b"") -> bytes:
-        (chunk,) = wire.iter_chunks(self._ctl[name], 0, wire.PayloadKind.TEXT, payload)
-        return self._prefix + chunk
+        (frame,) = wire.iter_chunks(
+            self._ctl[name], 0, wire.PayloadKind.TEXT, payload, prefix=self._prefix
+        )
+        return frame
 
     def _active_member(self, peer_id: str) -> _Member:
         if self._closed:
@@ -384,10 +375,10 @@ class Room:
         on_progress: Callback | None,
     ) -> None:
         total = wire.chunk_count(len(payload), meta is not None)
-        prefix = self._prefix
         link = member.link
-        for index, chunk in enumerate(wire.iter_chunks(type_field, nonce, kind, payload, meta)):
-            await link.send(prefix + chunk)
+        frames = wire.iter_chunks(type_field, nonce, kind, payload, meta, prefix=self._prefix)
+        for index, frame in enumerate(frames):
+            await link.send(frame)
             if on_progress is not None:
                 self._invoke(on_progress, (index + 1) / total, member.peer_id, metadata)
 
@@ -485,8 +476,10 @@ class Room:
 
     async def _send_hsdata(self, member: _Member, value: object) -> None:
         kind, payload = wire.encode_payload(value)
-        for chunk in wire.iter_chunks(self._ctl[wire.HSDATA], 0, kind, payload):
-            await member.link.send(self._prefix + chunk)
+        for frame in wire.iter_chunks(
+            self._ctl[wire.HSDATA], 0, kind, payload, prefix=self._prefix
+        ):
+            await member.link.send(frame)
 
     def _reject(self, member: _Member, error: str) -> None:
         logger.info("%r: peer %s not admitted: %s", self, member.peer_id, error)
