@@ -1,0 +1,538 @@
+"""An embedded WebTorrent tracker: the WebSocket signalling mailbox Trystero's torrent
+strategy talks to, compatible with real Trystero 0.25 peers and with bittorrent-tracker's
+own JavaScript client.
+
+Usage::
+
+    async with await serve_tracker(port=0) as tracker:
+        print(tracker.url)            # ws://127.0.0.1:<bound port>
+        ...                           # point Trystero's relayConfig.urls at it
+
+or, to run until cancelled::
+
+    tracker = await serve_tracker(port=8000)
+    await tracker.serve_forever()
+
+Behaviour (matching bittorrent-tracker 11.2.3's WebSocket server; message shapes live in
+:mod:`peermesh._wire.tracker`):
+
+- Each ``announce`` adds or refreshes the peer (``peer_id``) in the swarm (``info_hash``)
+  and is answered with ``{"action":"announce","interval":…,"info_hash":…,"complete":…,
+  "incomplete":…}``, except announces that carry an ``answer``, which get no reply.
+- Each offer in an announce goes to a *different*, randomly chosen other peer of the swarm
+  (at most ``min(len(offers), numwant)`` peers) as ``{"action":"announce","offer":<as
+  received>,"offer_id":…,"peer_id":<sender>,"info_hash":…}``.
+- An ``answer`` is routed to ``to_peer_id`` in the same swarm as ``{"action":"announce",
+  "answer":<as received>,"offer_id":…,"peer_id":<sender>,"info_hash":…}``; answers to
+  unknown peers are dropped and counted.
+- ``left == 0`` (or ``event:"completed"``) makes the peer a seeder (``complete``),
+  anything else a leecher (``incomplete``); ``event:"stopped"`` removes the peer.
+- ``scrape`` is answered with ``{"action":"scrape","files":{…},"flags":{…}}``.
+- A peer is forgotten when its socket closes, and after ``peer_timeout`` seconds without
+  an announce (Trystero sends nothing when it leaves a room but keeps the socket).
+
+Limits: messages above ``max_message_size`` bytes close *that* connection (code 1009); an
+announce that would exceed ``max_peers_per_swarm``, ``max_swarms`` or
+``max_peers_per_connection`` gets a ``failure reason`` and is not recorded; offers beyond
+``max_offers_per_announce`` are ignored; malformed messages get bittorrent-tracker's
+``{"failure reason": …}`` reply, are counted and logged at DEBUG. Each connection has a
+bounded outgoing queue drained by its own writer task, so a slow reader never stalls
+anyone else: when its queue is full, further messages *to it* are dropped and counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import math
+import random
+from collections import deque
+from dataclasses import dataclass
+from types import TracebackType
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed, ConnectionClosedError
+from websockets.frames import CloseCode
+
+from peermesh._wire.tracker import (
+    ClientAnnounce,
+    ClientScrape,
+    encode_announce_response,
+    encode_failure,
+    encode_relayed_answer,
+    encode_relayed_offer,
+    encode_scrape_response,
+    parse_client_message,
+)
+from peermesh.errors import RelayProtocolError, UsageError
+
+__all__ = ["TrackerServer", "TrackerStats", "serve_tracker"]
+
+_log = logging.getLogger(__name__)
+
+_MAX_QUEUED_MESSAGES = 256
+"""Outgoing messages buffered per connection before further ones to it are dropped."""
+_MAX_QUEUED_BYTES = 1024 * 1024
+"""Outgoing bytes buffered per connection (on top of websockets' write buffer)."""
+_WRITE_LIMIT = 64 * 1024
+"""High-water mark of each connection's transport write buffer (websockets' write_limit)."""
+_MAX_SCRAPE = 256
+"""Info hashes answered per scrape; a scrape for "all" lists at most this many swarms."""
+
+
+@dataclass(frozen=True, slots=True)
+class TrackerStats:
+    """A snapshot of a :class:`TrackerServer`'s state and counters since it started."""
+
+    connections: int
+    """Open WebSocket connections."""
+    swarms: int
+    """Info hashes with at least one peer."""
+    peers: int
+    """(swarm, peer_id) memberships across all swarms."""
+    messages_in: int
+    """Messages received, including malformed ones."""
+    messages_out: int
+    """Messages written to a socket."""
+    offers_forwarded: int
+    answers_forwarded: int
+    answers_unroutable: int
+    """Answers whose ``to_peer_id`` was not in the swarm."""
+    offers_truncated: int
+    """Offers ignored because an announce had more than ``max_offers_per_announce``."""
+    dropped_malformed: int
+    """Messages that failed validation (answered with a ``failure reason``)."""
+    dropped_oversize: int
+    """Connections closed because a message exceeded ``max_message_size``."""
+    dropped_backpressure: int
+    """Outgoing messages dropped because the receiving connection's queue was full."""
+    rejected_full: int
+    """Announces refused by the swarm, tracker or per-connection limits."""
+    peers_expired: int
+    """Peers forgotten after ``peer_timeout`` without an announce."""
+
+
+class _Peer:
+    __slots__ = ("complete", "conn", "last_seen", "peer_id")
+
+    def __init__(self, peer_id: str, conn: _Connection, now: float) -> None:
+        self.peer_id = peer_id
+        self.conn = conn
+        self.complete = False
+        self.last_seen = now
+
+
+class _Swarm:
+    __slots__ = ("complete", "peers")
+
+    def __init__(self) -> None:
+        self.peers: dict[str, _Peer] = {}
+        self.complete = 0
+
+    def counts(self) -> tuple[int, int]:
+        return self.complete, len(self.peers) - self.complete
+
+
+class _Connection:
+    __slots__ = ("closed", "memberships", "queue", "queued_bytes", "wakeup", "ws")
+
+    def __init__(self, ws: ServerConnection) -> None:
+        self.ws = ws
+        self.queue: deque[str] = deque()
+        self.queued_bytes = 0
+        self.wakeup = asyncio.Event()
+        self.memberships: set[tuple[str, str]] = set()
+        self.closed = False
+
+
+class TrackerServer:
+    """A running WebTorrent tracker. Create it with :func:`serve_tracker`.
+
+    It is an async context manager that closes the server on exit. All state lives in
+    memory and is lost on :meth:`close`.
+    """
+
+    def __init__(
+        self,
+        *,
+        host: str,
+        interval: float,
+        max_message_size: int,
+        max_peers_per_swarm: int,
+        max_offers_per_announce: int,
+        max_swarms: int,
+        max_peers_per_connection: int,
+        peer_timeout: float,
+    ) -> None:
+        """Internal: use :func:`serve_tracker`, which validates the arguments and starts it."""
+        self._host = host
+        self._port = 0
+        self._interval = interval
+        self._max_message_size = max_message_size
+        self._max_peers_per_swarm = max_peers_per_swarm
+        self._max_offers = max_offers_per_announce
+        self._max_swarms = max_swarms
+        self._max_peers_per_connection = max_peers_per_connection
+        self._peer_timeout = peer_timeout
+        self._swarms: dict[str, _Swarm] = {}
+        self._connections: set[_Connection] = set()
+        self._server: Server | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+        self._closed = asyncio.Event()
+        self._close_lock = asyncio.Lock()
+        self._messages_in = 0
+        self._messages_out = 0
+        self._offers_forwarded = 0
+        self._answers_forwarded = 0
+        self._answers_unroutable = 0
+        self._offers_truncated = 0
+        self._dropped_malformed = 0
+        self._dropped_oversize = 0
+        self._dropped_backpressure = 0
+        self._rejected_full = 0
+        self._peers_expired = 0
+
+    # ------------------------------------------------------------------ public face
+
+    @property
+    def host(self) -> str:
+        """The host the server was asked to bind."""
+        return self._host
+
+    @property
+    def port(self) -> int:
+        """The bound TCP port (the real one when ``port=0`` was requested)."""
+        return self._port
+
+    @property
+    def url(self) -> str:
+        """The announce URL to give clients, e.g. ``ws://127.0.0.1:8000``."""
+        host = f"[{self._host}]" if ":" in self._host else self._host
+        return f"ws://{host}:{self._port}"
+
+    @property
+    def interval(self) -> float:
+        """The announce interval, in seconds, advertised to clients."""
+        return self._interval
+
+    def stats(self) -> TrackerStats:
+        """A consistent snapshot of the counters (cheap: O(number of swarms))."""
+        return TrackerStats(
+            connections=len(self._connections),
+            swarms=len(self._swarms),
+            peers=sum(len(swarm.peers) for swarm in self._swarms.values()),
+            messages_in=self._messages_in,
+            messages_out=self._messages_out,
+            offers_forwarded=self._offers_forwarded,
+            answers_forwarded=self._answers_forwarded,
+            answers_unroutable=self._answers_unroutable,
+            offers_truncated=self._offers_truncated,
+            dropped_malformed=self._dropped_malformed,
+            dropped_oversize=self._dropped_oversize,
+            dropped_backpressure=self._dropped_backpressure,
+            rejected_full=self._rejected_full,
+            peers_expired=self._peers_expired,
+        )
+
+    async def close(self) -> None:
+        """Stop accepting connections, close open ones (code 1001) and forget all swarms.
+
+        Idempotent; returns once every connection handler has finished.
+        """
+        async with self._close_lock:
+            if self._closed.is_set():
+                return
+            if self._sweeper is not None:
+                self._sweeper.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._sweeper
+            if self._server is not None:
+                self._server.close()
+                await self._server.wait_closed()
+            self._swarms.clear()
+            self._closed.set()
+            _log.info("tracker on %s closed", self.url)
+
+    async def serve_forever(self) -> None:
+        """Serve until :meth:`close` is called or this coroutine is cancelled (which
+        closes the server)."""
+        try:
+            await self._closed.wait()
+        finally:
+            await asyncio.shield(self.close())
+
+    async def __aenter__(self) -> TrackerServer:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def _start(self, port: int) -> None:
+        self._server = await serve(
+            self._handle,
+            self._host,
+            port,
+            compression=None,  # as bittorrent-tracker: no permessage-deflate
+            max_size=self._max_message_size,
+            max_queue=16,
+            write_limit=_WRITE_LIMIT,
+            close_timeout=5,
+        )
+        sockets = self._server.sockets
+        self._port = int(sockets[0].getsockname()[1]) if sockets else port
+        self._sweeper = asyncio.create_task(self._sweep_loop(), name="tracker-peer-sweeper")
+        _log.info("tracker listening on %s", self.url)
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        conn = _Connection(ws)
+        self._connections.add(conn)
+        writer = asyncio.create_task(self._write_loop(conn))
+        try:
+            async for message in ws:
+                self._messages_in += 1
+                try:
+                    self._on_message(conn, message)
+                except Exception:  # a bug here must not take the connection down
+                    _log.exception("tracker failed to handle a message")
+        except ConnectionClosedError as exc:
+            if exc.sent is not None and exc.sent.code == CloseCode.MESSAGE_TOO_BIG:
+                self._dropped_oversize += 1
+                _log.debug("closed %s: message larger than %d bytes", ws.id, self._max_message_size)
+        finally:
+            conn.closed = True
+            self._connections.discard(conn)
+            self._forget_connection(conn)
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writer
+
+    async def _write_loop(self, conn: _Connection) -> None:
+        while True:
+            while not conn.queue:
+                conn.wakeup.clear()
+                await conn.wakeup.wait()
+            text = conn.queue.popleft()
+            conn.queued_bytes -= len(text)
+            try:
+                await conn.ws.send(text)
+            except ConnectionClosed:
+                return
+            self._messages_out += 1
+
+    async def _sweep_loop(self) -> None:
+        period = min(max(self._peer_timeout / 4, 0.05), 30.0)
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(period)
+            deadline = loop.time() - self._peer_timeout
+            for info_hash, swarm in list(self._swarms.items()):
+                for peer in [p for p in swarm.peers.values() if p.last_seen < deadline]:
+                    self._remove_peer(info_hash, swarm, peer)
+                    self._peers_expired += 1
+                    _log.debug("peer %r in swarm %r expired", peer.peer_id, info_hash)
+
+    # ------------------------------------------------------------------ message handling
+
+    def _on_message(self, conn: _Connection, message: str | bytes) -> None:
+        try:
+            request = parse_client_message(
+                message, max_offers=self._max_offers, max_size=self._max_message_size
+            )
+        except RelayProtocolError as exc:
+            self._dropped_malformed += 1
+            _log.debug("malformed message on %s: %s", conn.ws.id, exc)
+            self._send(conn, encode_failure(str(exc)))
+            return
+        if isinstance(request, ClientScrape):
+            self._on_scrape(conn, request)
+        else:
+            self._on_announce(conn, request)
+
+    def _on_announce(self, conn: _Connection, request: ClientAnnounce) -> None:
+        info_hash, peer_id = request.info_hash, request.peer_id
+        swarm = self._swarms.get(info_hash)
+        if request.event == "stopped":
+            if swarm is not None:
+                peer = swarm.peers.get(peer_id)
+                if peer is not None and peer.conn is conn:
+                    self._remove_peer(info_hash, swarm, peer)
+            self._reply_announce(conn, info_hash, swarm)
+            return
+
+        if swarm is None:
+            if len(self._swarms) >= self._max_swarms:
+                self._reject(conn, info_hash, "tracker is full (too many swarms)")
+                return
+            swarm = _Swarm()
+        key = (info_hash, peer_id)
+        peer = swarm.peers.get(peer_id)
+        if peer is None or peer.conn is not conn:
+            if peer is None and len(swarm.peers) >= self._max_peers_per_swarm:
+                self._reject(conn, info_hash, "swarm is full")
+                return
+            if len(conn.memberships) >= self._max_peers_per_connection:
+                self._reject(conn, info_hash, "too many peers on this connection")
+                return
+            if peer is None:
+                peer = _Peer(peer_id, conn, 0.0)
+                swarm.peers[peer_id] = peer
+                self._swarms[info_hash] = swarm
+            else:  # the same peer_id announced from a new socket: the newest one wins
+                peer.conn.memberships.discard(key)
+                peer.conn = conn
+            conn.memberships.add(key)
+
+        complete = request.event == "completed" or request.left == 0
+        if complete != peer.complete:
+            swarm.complete += 1 if complete else -1
+            peer.complete = complete
+        peer.last_seen = asyncio.get_running_loop().time()
+
+        if request.answer is None:  # bittorrent-tracker sends no reply to an answer
+            self._reply_announce(conn, info_hash, swarm)
+
+        if request.offers:
+            self._offers_truncated += request.offers_truncated
+            wanted = len(request.offers)
+            if request.numwant is not None:
+                wanted = min(wanted, request.numwant)
+            others = [p for p in swarm.peers.values() if p is not peer]
+            targets = random.sample(others, min(wanted, len(others)))
+            for offer, target in zip(request.offers, targets, strict=False):
+                self._send(target.conn, encode_relayed_offer(info_hash, peer_id, offer))
+                self._offers_forwarded += 1
+
+        if request.answer is not None:
+            recipient = swarm.peers.get(request.answer.to_peer_id)
+            if recipient is None:
+                self._answers_unroutable += 1
+                _log.debug("answer from %r to unknown peer %r", peer_id, request.answer.to_peer_id)
+            else:
+                self._send(
+                    recipient.conn, encode_relayed_answer(info_hash, peer_id, request.answer)
+                )
+                self._answers_forwarded += 1
+
+    def _on_scrape(self, conn: _Connection, request: ClientScrape) -> None:
+        hashes = request.info_hashes or tuple(itertools.islice(self._swarms, _MAX_SCRAPE))
+        files: dict[str, tuple[int, int]] = {}
+        for info_hash in hashes[:_MAX_SCRAPE]:
+            swarm = self._swarms.get(info_hash)
+            files[info_hash] = swarm.counts() if swarm is not None else (0, 0)
+        self._send(conn, encode_scrape_response(files, interval=self._interval))
+
+    def _reply_announce(self, conn: _Connection, info_hash: str, swarm: _Swarm | None) -> None:
+        complete, incomplete = swarm.counts() if swarm is not None else (0, 0)
+        self._send(
+            conn,
+            encode_announce_response(
+                info_hash, interval=self._interval, complete=complete, incomplete=incomplete
+            ),
+        )
+
+    def _reject(self, conn: _Connection, info_hash: str, reason: str) -> None:
+        self._rejected_full += 1
+        _log.debug("announce for %r refused: %s", info_hash, reason)
+        self._send(conn, encode_failure(reason, action="announce", info_hash=info_hash))
+
+    def _remove_peer(self, info_hash: str, swarm: _Swarm, peer: _Peer) -> None:
+        del swarm.peers[peer.peer_id]
+        if peer.complete:
+            swarm.complete -= 1
+        peer.conn.memberships.discard((info_hash, peer.peer_id))
+        if not swarm.peers and self._swarms.get(info_hash) is swarm:
+            del self._swarms[info_hash]
+
+    def _forget_connection(self, conn: _Connection) -> None:
+        for info_hash, peer_id in list(conn.memberships):
+            swarm = self._swarms.get(info_hash)
+            peer = swarm.peers.get(peer_id) if swarm is not None else None
+            if swarm is not None and peer is not None and peer.conn is conn:
+                self._remove_peer(info_hash, swarm, peer)
+        conn.memberships.clear()
+
+    def _send(self, conn: _Connection, text: str) -> None:
+        """Queue ``text`` (ASCII JSON, so len == bytes) for ``conn`` without blocking."""
+        if conn.closed:
+            return
+        if conn.queue and (
+            len(conn.queue) >= _MAX_QUEUED_MESSAGES
+            or conn.queued_bytes + len(text) > _MAX_QUEUED_BYTES
+        ):
+            self._dropped_backpressure += 1
+            _log.debug("send queue of %s full; message dropped", conn.ws.id)
+            return
+        conn.queue.append(text)
+        conn.queued_bytes += len(text)
+        conn.wakeup.set()
+
+
+async def serve_tracker(
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    *,
+    interval: float = 120.0,
+    max_message_size: int = 64 * 1024,
+    max_peers_per_swarm: int = 1000,
+    max_offers_per_announce: int = 10,
+    max_swarms: int = 10_000,
+    max_peers_per_connection: int = 1000,
+    peer_timeout: float | None = None,
+) -> TrackerServer:
+    """Start a WebTorrent tracker on ``ws://host:port`` and return it, already serving.
+
+    ``port=0`` picks a free port (see :attr:`TrackerServer.port`). ``interval`` is the
+    announce interval in seconds advertised to clients, as is (bittorrent-tracker
+    advertises its ``interval`` option divided by 5 to WebSocket clients; its default of
+    10 min gives 120 s, our default); Trystero clamps it to 10–120 s. ``peer_timeout`` (seconds)
+    defaults to ``3 * max(interval, 120)``: Trystero re-announces at least every 120 s and
+    bittorrent-tracker's client every ``interval``, so a peer is dropped only after missing
+    about three announces.
+
+    Limits: ``max_message_size`` bytes per message (larger ones close that connection with
+    code 1009); ``max_peers_per_swarm`` peers per info_hash; ``max_offers_per_announce``
+    offers forwarded per announce (the rest are ignored); ``max_swarms`` info_hashes in
+    total; ``max_peers_per_connection`` (info_hash, peer_id) registrations held by one
+    WebSocket (a Trystero process uses one socket per tracker for all its rooms, with one
+    peer_id; a bittorrent-tracker process shares one socket between its clients).
+
+    Raises :class:`~peermesh.errors.UsageError` for non-positive limits or interval, and
+    ``OSError`` if the address cannot be bound.
+    """
+    if not (isinstance(interval, int | float) and math.isfinite(interval) and interval > 0):
+        raise UsageError(f"interval must be a positive number of seconds, got {interval!r}")
+    for name, value in (
+        ("max_message_size", max_message_size),
+        ("max_peers_per_swarm", max_peers_per_swarm),
+        ("max_swarms", max_swarms),
+        ("max_peers_per_connection", max_peers_per_connection),
+    ):
+        if not isinstance(value, int) or value < 1:
+            raise UsageError(f"{name} must be a positive int, got {value!r}")
+    if not isinstance(max_offers_per_announce, int) or max_offers_per_announce < 0:
+        raise UsageError("max_offers_per_announce must be a non-negative int")
+    if peer_timeout is None:
+        peer_timeout = 3 * max(float(interval), 120.0)
+    if not (math.isfinite(peer_timeout) and peer_timeout > 0):
+        raise UsageError(f"peer_timeout must be positive, got {peer_timeout!r}")
+    tracker = TrackerServer(
+        host=host,
+        interval=float(interval),
+        max_message_size=max_message_size,
+        max_peers_per_swarm=max_peers_per_swarm,
+        max_offers_per_announce=max_offers_per_announce,
+        max_swarms=max_swarms,
+        max_peers_per_connection=max_peers_per_connection,
+        peer_timeout=peer_timeout,
+    )
+    await tracker._start(port)
+    return tracker
