@@ -1,0 +1,1 @@
+"""Interop tests: real Trystero 0.25.4 peers in Node.js, driven from pytest."""

@@ -1,0 +1,78 @@
+"""Fixtures for the Node interop harness (see jspeer.py).
+
+- ``bittorrent_tracker``: URL (``ws://127.0.0.1:N``) of a fresh npm bittorrent-tracker
+  (WebSocket only, clients told to announce every 10 s), stopped after the test.
+- ``js_peer_factory``: ``await js_peer_factory(name="a")`` starts a :class:`JsPeer`; all of
+  them are closed (killed if needed) at teardown. If the test failed, their stderr tails are
+  printed so they show up in pytest's report. A ``fatal`` event from any of them (uncaught
+  exception or unhandled rejection in Node) fails the test at teardown.
+
+Nothing here skips: without Node or ``tests/interop/node_modules`` the fixtures fail with a
+message telling you to run ``make test`` (which runs ``npm ci``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator
+from typing import Any
+
+import pytest
+
+from tests.interop.jspeer import (
+    JsHarnessSetupError,
+    JsPeer,
+    check_node_modules,
+    start_bittorrent_tracker,
+)
+
+JsPeerFactory = Callable[..., Awaitable[JsPeer]]
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[Any]
+) -> Generator[None, Any, Any]:
+    report = yield
+    setattr(item, f"_interop_rep_{report.when}", report)
+    return report
+
+
+def _require_harness() -> None:
+    try:
+        check_node_modules()
+    except JsHarnessSetupError as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
+@pytest.fixture
+async def bittorrent_tracker() -> AsyncIterator[str]:
+    _require_harness()
+    async with start_bittorrent_tracker() as url:
+        yield url
+
+
+@pytest.fixture
+async def js_peer_factory(request: pytest.FixtureRequest) -> AsyncIterator[JsPeerFactory]:
+    _require_harness()
+    peers: list[JsPeer] = []
+
+    async def factory(**kwargs: Any) -> JsPeer:
+        peer = await JsPeer.start(**kwargs)
+        peers.append(peer)
+        return peer
+
+    try:
+        yield factory
+    finally:
+        await asyncio.gather(*(p.close() for p in peers), return_exceptions=True)
+        rep = getattr(request.node, "_interop_rep_call", None)
+        fatal = {p.name: p.fatal_events() for p in peers if p.fatal_events()}
+        if (rep is not None and rep.failed) or fatal:
+            for p in peers:
+                print(f"\n{p!r}\n{p.stderr_tail(200)}", file=sys.stderr)
+        if fatal:
+            # An uncaught exception / unhandled rejection inside a JS peer is a harness or
+            # Trystero problem that must not pass silently.
+            pytest.fail(f"JS peers reported fatal errors: {fatal}", pytrace=False)
