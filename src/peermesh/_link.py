@@ -23,7 +23,7 @@ from aiortc import RTCConfiguration, RTCDataChannel, RTCPeerConnection, RTCSessi
 from ._ice import host_addresses
 from .errors import PeerTimeoutError, PeerUnavailableError, ProtocolError
 
-__all__ = ["BUFFERED_AMOUNT_LOW_THRESHOLD", "LinkState", "PeerLink"]
+__all__ = ["BUFFERED_AMOUNT_LOW_THRESHOLD", "LinkState", "PeerLink", "wait_links_closed"]
 
 logger = logging.getLogger(__name__)
 
@@ -242,6 +242,8 @@ class PeerLink:
             self._disconnect_timer.cancel()
         self._writable.set()  # wake senders so they see the closed state
         self._close_task = asyncio.ensure_future(self._close_pc())
+        _closing.add(self._close_task)
+        self._close_task.add_done_callback(_closing.discard)
         self._on_close(self)
 
     async def _close_pc(self) -> None:
@@ -254,3 +256,18 @@ class PeerLink:
         """Wait until the underlying peer connection has been torn down."""
         if self._close_task is not None:
             await asyncio.shield(self._close_task)
+
+
+_closing: set[asyncio.Task[None]] = set()
+
+
+async def wait_links_closed(timeout: float = 5.0) -> None:
+    """Wait (bounded) until every link of this event loop closed so far has torn down its
+    peer connection."""
+    loop = asyncio.get_running_loop()
+    for task in list(_closing):
+        if task.get_loop().is_closed():
+            _closing.discard(task)
+    mine = {task for task in _closing if task.get_loop() is loop}
+    if mine:
+        await asyncio.wait(mine, timeout=timeout)

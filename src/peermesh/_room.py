@@ -304,10 +304,10 @@ class Room:
             member.link.send_nowait(leave_frame)
         if self._members:
             await asyncio.sleep(LEAVE_GRACE)
-        peer_ids = list(self._members)
-        for member in list(self._members.values()):
+        members = list(self._members.values())
+        self._shared.remove_room(self, [m.peer_id for m in members])
+        for member in members:
             self._forget(member, "room left")
-        self._shared.remove_room(self, peer_ids)
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
@@ -421,6 +421,7 @@ class Room:
                 future.set_exception(PeerUnavailableError(f"{member.peer_id} left: {reason}"))
         member.pings.clear()
         logger.debug("%r: peer %s gone (%s)", self, member.peer_id, reason)
+        self._shared.release(member.link)
         if member.active:
             for cb in self._on_leave:
                 self._invoke(cb, member.peer_id)
@@ -485,9 +486,6 @@ class Room:
         logger.info("%r: peer %s not admitted: %s", self, member.peer_id, error)
         self._join_error(error, member.peer_id)
         self._forget(member, error)
-        link = member.link
-        if not any(r.has_peer(member.peer_id) for r in self._shared.rooms.values()):
-            link.close(f"handshake failed: {error}")
 
     def _join_error(self, error: str, peer_id: str | None) -> None:
         event = JoinErrorEvent(error, self.app_id, self.room_id, peer_id)

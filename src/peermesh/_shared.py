@@ -95,15 +95,19 @@ class SharedLinks:
         frame = encode_presence_frame(room.token, False)
         for peer_id in peer_ids:
             link = self.links.get(peer_id)
-            if link is None:
-                continue
-            link.send_nowait(frame)
-            if not any(r.has_peer(peer_id) for r in self.rooms.values()):
-                link.close("no room left on this connection")
+            if link is not None:
+                link.send_nowait(frame)
+                self.release(link)
         for link, info in list(self._info.items()):
             if info.origin is room and not link.is_open:
                 link.close("room left before the connection opened")
         self._maybe_empty()
+
+    def release(self, link: PeerLink) -> None:
+        """Close ``link`` if its peer is in none of our rooms any more."""
+        peer_id = link.remote_id
+        if peer_id is not None and not any(r.has_peer(peer_id) for r in self.rooms.values()):
+            link.close("no room left on this connection")
 
     def _maybe_empty(self) -> None:
         if not self.rooms and not self._info:

@@ -1,0 +1,241 @@
+"""A Python peer and real Trystero 0.25.4 peers (Node, @roamhq/wrtc) in one torrent room.
+
+Run on our embedded tracker and on npm's ``bittorrent-tracker``, in every combination of
+who joins first and whose peer id is smaller (the smaller id makes the offer).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from peermesh import JoinErrorEvent, Room
+from peermesh.servers.tracker import TrackerServer, serve_tracker
+from peermesh.torrent import join_room
+from tests.interop.conftest import JsPeerFactory
+from tests.interop.jspeer import (
+    GeneratedBytes,
+    JsPeer,
+    decode_data,
+    deterministic_bytes,
+    start_bittorrent_tracker,
+)
+from tests.rooms import LOOPBACK, eventually
+
+pytestmark = pytest.mark.interop
+
+APP = "peermesh-interop"
+SMALL_ID = "0" * 20  # sorts before any Trystero id: Python makes the offer
+LARGE_ID = "z" * 20  # sorts after any Trystero id: Python answers
+MIB = 1024 * 1024
+
+
+@pytest.fixture(params=["embedded", "bittorrent-tracker"])
+async def tracker_url(request: pytest.FixtureRequest) -> AsyncIterator[str]:
+    """Our tracker or npm's, each advertising a 10 s announce interval."""
+    if request.param == "embedded":
+        server = await serve_tracker("127.0.0.1", 0, interval=10)
+        try:
+            yield server.url
+        finally:
+            await server.close()
+    else:
+        async with start_bittorrent_tracker() as url:
+            yield url
+
+
+class PyPeer:
+    """A Python room plus queues of what it received, for assertions."""
+
+    def __init__(self, room: Room) -> None:
+        self.room = room
+        self.joined: list[str] = []
+        self.left: list[str] = []
+        self.errors: list[JoinErrorEvent] = []
+        self.messages: asyncio.Queue[tuple[object, str, object]] = asyncio.Queue()
+        self.progress: list[float] = []
+        room.on_peer_join(self.joined.append)
+        room.on_peer_leave(self.left.append)
+        room.on_join_error(self.errors.append)
+        chat = room.make_action("chat")
+        chat.on_message(lambda d, p, m: self.messages.put_nowait((d, p, m)))
+        chat.on_receive_progress(lambda f, p, m: self.progress.append(f))
+
+    async def message(self, timeout: float = 10) -> tuple[object, str, object]:
+        return await asyncio.wait_for(self.messages.get(), timeout)
+
+
+async def py_join(url: str, peer_id: str, room_id: str, **kw: Any) -> PyPeer:
+    room = await join_room(room_id, app_id=APP, relay_urls=[url], peer_id=peer_id, **LOOPBACK, **kw)
+    return PyPeer(room)
+
+
+async def exchange_everything(py: PyPeer, js: JsPeer) -> None:
+    """Strings, JSON, 1 MiB of bytes with metadata and progress, both ways; pings."""
+    chat = py.room.make_action("chat")
+    py_id = py.room.self_id
+
+    await chat.send("hello from python")
+    assert decode_data((await js.wait_message("chat", peer_id=py_id))["data"]) == (
+        "hello from python"
+    )
+    await js.send("chat", "hello from trystero")
+    assert await py.message() == ("hello from trystero", js.self_id, None)
+
+    await chat.send({"n": [1, 2.5, None], "ok": True})
+    got = await js.wait_message("chat", peer_id=py_id)
+    assert decode_data(got["data"]) == {"n": [1, 2.5, None], "ok": True}
+    await js.send("chat", {"from": "js", "list": [1, "two"]})
+    assert await py.message() == ({"from": "js", "list": [1, "two"]}, js.self_id, None)
+
+    blob = deterministic_bytes(MIB, "py->js")
+    sent_progress: list[float] = []
+    await chat.send(
+        blob, metadata={"name": "py.bin"}, on_progress=lambda f, p, m: sent_progress.append(f)
+    )
+    got = await js.wait_message("chat", peer_id=py_id, timeout=30)
+    received = decode_data(got["data"])
+    assert (received.length, received.sha256) == (MIB, GeneratedBytes(MIB, "py->js").sha256)
+    assert got["metadata"] == {"name": "py.bin"}
+    assert sent_progress[-1] == 1.0
+    assert len(sent_progress) == 66
+    js_progress = [
+        e["percent"]
+        for e in js.history
+        if e["event"] == "progress" and e.get("metadata") == {"name": "py.bin"}
+    ]
+    assert len(js_progress) >= 60
+    assert js_progress == sorted(js_progress)
+    assert js_progress[-1] == 1
+
+    py.progress.clear()
+    result = await js.send("chat", GeneratedBytes(MIB, "js->py"), metadata={"name": "js.bin"})
+    data, sender, meta = await py.message(30)
+    assert data == deterministic_bytes(MIB, "js->py")
+    assert result["length"] == MIB
+    assert (sender, meta) == (js.self_id, {"name": "js.bin"})
+    assert len(py.progress) >= 60
+    assert py.progress[-1] == 1.0
+    assert py.progress == sorted(py.progress)
+
+    assert 0 < await py.room.ping(js.self_id) < 2000
+    assert 0 <= await js.ping(py_id) < 2000
+
+
+SCENARIOS = {
+    # name: (Python joins first, Python's id)
+    "py-first-py-offers": (True, SMALL_ID),
+    "py-first-py-answers": (True, LARGE_ID),
+    "js-first-py-offers": (False, SMALL_ID),
+    "js-first-py-answers": (False, LARGE_ID),
+}
+
+
+@pytest.mark.parametrize("scenario", list(SCENARIOS))
+async def test_python_and_trystero_share_a_room(
+    scenario: str, tracker_url: str, js_peer_factory: JsPeerFactory
+) -> None:
+    py_first, py_id = SCENARIOS[scenario]
+    room_id = f"room-{scenario}"
+    js = await js_peer_factory()
+    assert js.self_id != py_id
+    if py_first:
+        py = await py_join(tracker_url, py_id, room_id)
+        await js.join(room_id, tracker_url, app_id=APP, actions=["chat"])
+    else:
+        await js.join(room_id, tracker_url, app_id=APP, actions=["chat"])
+        py = await py_join(tracker_url, py_id, room_id)
+    try:
+        # A late joiner with the larger id waits for the incumbent's next announce (10 s).
+        await eventually(lambda: py.joined == [js.self_id], 25, "Python to see Trystero")
+        await js.wait_event("peer-join", peerId=py_id, timeout=5)
+        await exchange_everything(py, js)
+
+        if py_first:  # alternate who leaves: both directions are covered per tracker
+            started = time.monotonic()
+            await js.leave()
+            await eventually(lambda: py.left == [js.self_id], 2, "Python to see the leave")
+            assert time.monotonic() - started < 2
+        else:
+            await py.room.leave()
+            await js.wait_event("peer-leave", peerId=py_id, timeout=2)
+        assert py.errors == []
+    finally:
+        await py.room.leave()
+
+
+async def test_targeted_send_reaches_one_of_two_trystero_peers(
+    tracker: TrackerServer, js_peer_factory: JsPeerFactory
+) -> None:
+    js1, js2 = await js_peer_factory(), await js_peer_factory()
+    for js in (js1, js2):
+        await js.join("targeted", tracker.url, app_id=APP, actions=["chat"])
+    py = await py_join(tracker.url, SMALL_ID, "targeted")
+    try:
+        await eventually(lambda: len(py.joined) == 2, 25, "both Trystero peers")
+        chat = py.room.make_action("chat")
+        await chat.send("for js2 only", target=js2.self_id)
+        await chat.send("for both")
+        assert decode_data((await js2.wait_message("chat", peer_id=SMALL_ID))["data"]) == (
+            "for js2 only"
+        )
+        assert decode_data((await js2.wait_message("chat", peer_id=SMALL_ID))["data"]) == (
+            "for both"
+        )
+        assert decode_data((await js1.wait_message("chat", peer_id=SMALL_ID))["data"]) == (
+            "for both"
+        )
+        await asyncio.sleep(0.2)
+        js1_texts = [
+            decode_data(e["data"])
+            for e in js1.history
+            if e["event"] == "message" and e.get("peerId") == SMALL_ID
+        ]
+        assert js1_texts == ["for both"]
+    finally:
+        await py.room.leave()
+
+
+async def test_matching_password_connects(
+    tracker: TrackerServer, js_peer_factory: JsPeerFactory
+) -> None:
+    js = await js_peer_factory()
+    await js.join("pw", tracker.url, app_id=APP, password="open sesame", actions=["chat"])
+    py = await py_join(tracker.url, SMALL_ID, "pw", password="open sesame")
+    try:
+        await eventually(lambda: py.joined == [js.self_id], 25, "password peers to meet")
+        await js.wait_event("peer-join", peerId=SMALL_ID, timeout=5)
+        assert await py.room.ping(js.self_id) > 0
+        await js.send("chat", "secret hello")
+        assert await py.message() == ("secret hello", js.self_id, None)
+    finally:
+        await py.room.leave()
+
+
+@pytest.mark.parametrize("py_id", [SMALL_ID, LARGE_ID], ids=["py-offers", "py-answers"])
+async def test_mismatching_password_is_a_join_error_and_no_peer(
+    py_id: str, tracker: TrackerServer, js_peer_factory: JsPeerFactory
+) -> None:
+    js = await js_peer_factory()
+    await js.join("pw-bad", tracker.url, app_id=APP, password="right", actions=["chat"])
+    py = await py_join(tracker.url, py_id, "pw-bad", password="wrong")
+    try:
+        # Whoever receives the other's SDP cannot decrypt it and reports a join error.
+        def someone_errored() -> bool:
+            js_errors = [e for e in js.history if e["event"] == "join-error"]
+            return bool(py.errors or js_errors)
+
+        await eventually(someone_errored, 25, "a join error on either side")
+        js_errors = [e["error"] for e in js.history if e["event"] == "join-error"]
+        errors = [e.error for e in py.errors] + js_errors
+        assert any("incorrect room password" in e for e in errors), errors
+        await asyncio.sleep(1)
+        assert py.joined == []
+        assert py.room.get_peers() == {}
+        assert await js.peers() == []
+    finally:
+        await py.room.leave()
