@@ -1,0 +1,107 @@
+"""The ``peermesh`` command line: the top-level parser and the dispatch to subcommands.
+
+Each subcommand lives in its own module exposing ``register(subparsers, common)``, which
+adds its parser (with ``parents=[common]`` for the shared options) and sets the
+``handler`` default to an ``async def handler(args) -> int`` returning the exit status.
+To add a subcommand, write such a module and list it in :data:`COMMAND_MODULES`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, Protocol, TypeAlias, cast
+
+import peermesh
+from peermesh.errors import PeermeshError
+
+from ._output import (
+    EXIT_FAILURE,
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    CliError,
+    configure_logging,
+    print_error,
+)
+
+__all__ = ["COMMAND_MODULES", "build_parser", "run_cli"]
+
+Handler = Callable[[argparse.Namespace], Coroutine[Any, Any, int]]
+SubParsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+
+
+class CommandModule(Protocol):
+    """What a subcommand module provides."""
+
+    def register(self, subparsers: SubParsers, common: argparse.ArgumentParser) -> None: ...
+
+
+#: Subcommand modules, in the order ``--help`` lists them (relative to this package).
+COMMAND_MODULES: tuple[str, ...] = ("._tracker", "._demo")
+
+
+def _common_options() -> argparse.ArgumentParser:
+    """Options every subcommand accepts after its name as well as before it.
+
+    Defaults are suppressed so that ``peermesh -v demo`` is not reset by the subparser.
+    """
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=argparse.SUPPRESS,
+        help="log peermesh activity to stderr (-vv: debug detail)",
+    )
+    return common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The complete ``peermesh`` argument parser, subcommands included."""
+    parser = argparse.ArgumentParser(
+        prog="peermesh",
+        description="Serverless peer-to-peer rooms over WebRTC, wire-compatible with "
+        "Trystero 0.25.",
+    )
+    parser.add_argument("--version", action="version", version=f"peermesh {peermesh.__version__}")
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="log peermesh activity to stderr (-vv: debug detail)",
+    )
+    subparsers = parser.add_subparsers(
+        title="commands", dest="command", metavar="COMMAND", required=True
+    )
+    common = _common_options()
+    for name in COMMAND_MODULES:
+        module = cast(CommandModule, importlib.import_module(name, __package__))
+        module.register(subparsers, common)
+    return parser
+
+
+def run_cli(argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv`` (default ``sys.argv[1:]``), run the subcommand, return the exit status.
+
+    Expected failures (:class:`CliError`, any :class:`~peermesh.errors.PeermeshError`) are
+    printed as one line and give status 1; usage errors give 2; Ctrl-C gives 130 unless
+    the command treats it as its normal way to stop.
+    """
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version (0) and usage errors (2)
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    configure_logging(args.verbose)
+    handler = cast(Handler, args.handler)
+    try:
+        return asyncio.run(handler(args))
+    except (CliError, PeermeshError) as exc:
+        print_error(str(exc))
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        print_error("interrupted")
+        return EXIT_INTERRUPTED

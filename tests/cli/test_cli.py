@@ -1,0 +1,95 @@
+"""The ``peermesh`` command line: help, usage errors, exit statuses, shared plumbing."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+
+import pytest
+
+from peermesh.cli import main
+from peermesh.cli._arguments import bounded_float, bounded_int, port_number, positive_float
+
+from ._run import CONSOLE_SCRIPT, PEERMESH, run_peermesh
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def test_help_lists_every_subcommand() -> None:
+    result = run_peermesh("--help")
+    assert result.returncode == 0
+    assert "tracker" in result.stdout
+    assert "demo" in result.stdout
+    assert result.stderr == ""
+
+
+@pytest.mark.parametrize("command", ["tracker", "demo"])
+def test_subcommand_help(command: str) -> None:
+    result = run_peermesh(command, "--help")
+    assert result.returncode == 0
+    assert f"usage: peermesh {command}" in result.stdout
+
+
+def test_version() -> None:
+    result = run_peermesh("--version")
+    assert result.returncode == 0
+    assert result.stdout.startswith("peermesh ")
+
+
+@pytest.mark.skipif(not CONSOLE_SCRIPT.exists(), reason="console script not installed")
+def test_console_script_runs() -> None:
+    result = subprocess.run(
+        [str(CONSOLE_SCRIPT), "--help"], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert result.returncode == 0
+    assert "demo" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "complaint"),
+    [
+        ([], "the following arguments are required: COMMAND"),
+        (["bogus"], "invalid choice"),
+        (["demo", "--peers", "one"], "'one' is not a whole number"),
+        (["demo", "--peers", "1"], "1 is not between 2 and"),
+        (["demo", "--size-mib", "0"], "must be greater than 0"),
+        (["demo", "--size-mib", "nan"], "must be greater than 0"),
+        (["tracker", "--port", "70000"], "70000 is not between 0 and 65535"),
+        (["tracker", "--interval", "-1"], "must be a number greater than 0"),
+        (["tracker", "--no-such-option"], "unrecognized arguments"),
+    ],
+)
+def test_usage_errors_exit_2(args: list[str], complaint: str) -> None:
+    result = run_peermesh(*args)
+    assert result.returncode == 2
+    assert "usage: peermesh" in result.stderr
+    assert complaint in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_main_returns_status_instead_of_exiting(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--peers", "x"]) == 2
+    assert main(["--version"]) == 0
+    assert "peermesh" in capsys.readouterr().out
+
+
+def test_verbose_accepted_before_and_after_subcommand() -> None:
+    for args in (["-v", "tracker", "--help"], ["tracker", "-vv", "--help"]):
+        assert subprocess.run([*PEERMESH, *args], capture_output=True, timeout=30).returncode == 0
+
+
+def test_argument_parsers() -> None:
+    assert positive_float("2.5") == 2.5
+    assert port_number("0") == 0
+    assert bounded_int(2, 6)("6") == 6
+    assert bounded_float(0, 256)("256") == 256.0
+    for parse, text in [
+        (positive_float, "0"),
+        (positive_float, "inf"),
+        (port_number, "-1"),
+        (bounded_int(2, 6), "7"),
+        (bounded_float(0, 256), "256.5"),
+        (bounded_float(0, 256), "x"),
+    ]:
+        with pytest.raises(argparse.ArgumentTypeError):
+            parse(text)
