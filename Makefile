@@ -1,0 +1,44 @@
+# `make demo` and `make test` work on a fresh clone: each target sets up what it needs.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+PY_STAMP   := $(VENV)/.installed
+NODE_DIR   := tests/interop
+NODE_STAMP := $(NODE_DIR)/node_modules/.installed
+ISOLATED   := scripts/isolated
+
+.PHONY: demo test lint bench venv node clean
+
+demo: $(PY_STAMP)
+	$(ISOLATED) $(BIN)/peermesh demo
+
+# pytest exits 5 when it collects nothing; that is not a failure of the suite's code.
+test: $(PY_STAMP) $(NODE_STAMP)
+	$(ISOLATED) $(BIN)/pytest $(PYTEST_ARGS) || [ $$? -eq 5 ]
+
+lint: $(PY_STAMP)
+	$(BIN)/ruff check src tests bench examples
+	$(BIN)/ruff format --check src tests bench examples
+	$(BIN)/mypy
+
+bench: $(PY_STAMP) $(NODE_STAMP)
+	$(ISOLATED) $(BIN)/python -m bench $(BENCH_ARGS)
+
+venv: $(PY_STAMP)
+node: $(NODE_STAMP)
+
+$(PY_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev,fast]'
+	touch $@
+
+# --ignore-scripts: bittorrent-tracker pulls in node-datachannel, whose install script
+# downloads a binary (impossible offline); its server never loads it. @roamhq/wrtc ships
+# its binary inside a registry package and needs no script.
+$(NODE_STAMP): $(NODE_DIR)/package.json $(NODE_DIR)/package-lock.json
+	cd $(NODE_DIR) && npm ci --ignore-scripts --no-audit --no-fund
+	touch $@
+
+clean:
+	rm -rf $(VENV) $(NODE_DIR)/node_modules .pytest_cache .mypy_cache .ruff_cache
