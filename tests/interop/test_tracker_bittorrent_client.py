@@ -8,112 +8,25 @@ answer routed back by ``to_peer_id``) connect and exchange a greeting over the d
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
-import shutil
 import time
-from collections import deque
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from peermesh.servers import TrackerServer, serve_tracker
+from tests.interop.jspeer import INTEROP_DIR
+from tests.interop.node_script import node_script
 
-INTEROP_DIR = Path(__file__).resolve().parent
 SCRIPT = INTEROP_DIR / "bt_tracker_client.mjs"
 
-pytestmark = [
-    pytest.mark.interop,
-    pytest.mark.timeout(60),
-    pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed"),
-    pytest.mark.skipif(
-        not (INTEROP_DIR / "node_modules" / "bittorrent-tracker").is_dir(),
-        reason="run `npm ci` in tests/interop",
-    ),
-]
+pytestmark = [pytest.mark.interop, pytest.mark.timeout(60)]
 
 # Binary (latin-1) ids, as bittorrent-tracker's client sends them: 20 bytes -> 20 chars,
 # many of them >= 0x80, which the tracker must keep and echo exactly.
 INFO_HASH = bytes(range(0x80, 0x94)).hex()
 PEER_1 = (b"-PM0001-" + bytes(range(0xE0, 0xEC))).hex()
 PEER_2 = (b"-PM0001-" + bytes(range(0xF0, 0xFC))).hex()
-
-
-class NodeScript:
-    """A ``node`` child process that prints one JSON event per line."""
-
-    def __init__(self, proc: asyncio.subprocess.Process) -> None:
-        self.proc = proc
-        self.events: list[dict[str, Any]] = []
-        self.stderr: deque[str] = deque(maxlen=50)
-        self._changed = asyncio.Event()
-        self._readers = [
-            asyncio.create_task(self._read_stdout()),
-            asyncio.create_task(self._read_stderr()),
-        ]
-
-    @classmethod
-    async def start(cls, script: Path, *args: str) -> NodeScript:
-        proc = await asyncio.create_subprocess_exec(
-            "node",
-            str(script),
-            *args,
-            cwd=INTEROP_DIR,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        return cls(proc)
-
-    async def _read_stdout(self) -> None:
-        assert self.proc.stdout is not None
-        async for line in self.proc.stdout:
-            with contextlib.suppress(ValueError):
-                self.events.append(json.loads(line))
-            self._changed.set()
-        self._changed.set()
-
-    async def _read_stderr(self) -> None:
-        assert self.proc.stderr is not None
-        async for line in self.proc.stderr:
-            self.stderr.append(line.decode(errors="replace").rstrip())
-
-    async def wait_for(
-        self, match: Callable[[dict[str, Any]], bool], timeout: float
-    ) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while True:
-            for event in self.events:
-                if match(event):
-                    return event
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or (self._readers[0].done() and not self._changed.is_set()):
-                raise AssertionError(
-                    f"no matching event; events={self.events} stderr={list(self.stderr)}"
-                )
-            self._changed.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), remaining)
-
-    async def close(self) -> None:
-        if self.proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.proc.kill()
-        await self.proc.wait()
-        for task in self._readers:
-            task.cancel()
-        await asyncio.gather(*self._readers, return_exceptions=True)
-
-
-@contextlib.asynccontextmanager
-async def node_script(*args: str) -> AsyncIterator[NodeScript]:
-    script = await NodeScript.start(SCRIPT, *args)
-    try:
-        yield script
-    finally:
-        await script.close()
 
 
 @pytest.fixture
@@ -153,7 +66,7 @@ def _assert_connected(events: list[dict[str, Any]], client: int, remote: str) ->
 
 async def test_two_clients_in_one_process_connect(tracker: TrackerServer) -> None:
     """Both clients share one WebSocket (the library's socket pool)."""
-    async with node_script(*_args(tracker, PEER_1, PEER_2)) as node:
+    async with node_script(SCRIPT, *_args(tracker, PEER_1, PEER_2)) as node:
         await node.wait_for(_is("done"), 30)
         assert await asyncio.wait_for(node.proc.wait(), 5) == 0
     _assert_connected(node.events, 0, PEER_2)
@@ -170,9 +83,9 @@ async def test_two_clients_in_one_process_connect(tracker: TrackerServer) -> Non
 
 async def test_two_clients_in_two_processes_connect(tracker: TrackerServer) -> None:
     """Separate sockets; the second client joins after the first has announced."""
-    async with node_script(*_args(tracker, PEER_1)) as first:
+    async with node_script(SCRIPT, *_args(tracker, PEER_1)) as first:
         await first.wait_for(_is("update", incomplete=1), 15)
-        async with node_script(*_args(tracker, PEER_2)) as second:
+        async with node_script(SCRIPT, *_args(tracker, PEER_2)) as second:
             await second.wait_for(_is("done"), 30)
             await first.wait_for(_is("done"), 10)
     _assert_connected(first.events, 0, PEER_2)
