@@ -36,8 +36,8 @@ def test_version() -> None:
     assert result.stdout.startswith("peermesh ")
 
 
-@pytest.mark.skipif(not CONSOLE_SCRIPT.exists(), reason="console script not installed")
 def test_console_script_runs() -> None:
+    assert CONSOLE_SCRIPT.exists(), "pip install -e . (make test does) installs `peermesh`"
     result = subprocess.run(
         [str(CONSOLE_SCRIPT), "--help"], capture_output=True, text=True, timeout=30, check=False
     )

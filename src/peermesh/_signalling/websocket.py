@@ -61,7 +61,8 @@ class ReconnectingWebSocket:
 
     ``on_open()`` runs after every successful (re)connection; ``on_message(text)`` for every
     message, synchronously, in order. Incoming messages over ``max_size`` bytes close the
-    connection (and count as an error); a reconnect follows.
+    connection (and count as an error); a reconnect follows. ``backoff`` replaces the default
+    reconnection schedule (tests use a short one).
     """
 
     def __init__(
@@ -72,6 +73,7 @@ class ReconnectingWebSocket:
         on_message: Callable[[str], None],
         max_size: int = 256 * 1024,
         open_timeout: float = 10.0,
+        backoff: Backoff | None = None,
     ) -> None:
         self.url = url
         self.state = SocketState.CONNECTING
@@ -82,7 +84,7 @@ class ReconnectingWebSocket:
         self._on_message = on_message
         self._max_size = max_size
         self._open_timeout = open_timeout
-        self._backoff = Backoff()
+        self._backoff = backoff or Backoff()
         self._ws: ClientConnection | None = None
         self._closing = False
         self._task = asyncio.ensure_future(self._run())
