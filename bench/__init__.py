@@ -1,0 +1,12 @@
+"""peermesh benchmarks: ``make bench`` (or ``python -m bench --help``).
+
+They print figures next to ratios against anchors measured in the same run (Trystero on
+Node.js, pinned in ``tests/interop``); nothing asserts a wall-clock time. Results, with
+every raw sample and the machine they ran on, go to ``bench/results/<date>T<time>.json``.
+
+- :mod:`bench.peers` -- peer processes (``py_peer.py``, ``js_peer.mjs``), their protocol and
+  the clock;
+- :mod:`bench.scenarios` -- what is measured, and how (the definitions of the figures);
+- :mod:`bench.model` -- pairs, figures and samples;
+- :mod:`bench.report` -- the table, the JSON file and the machine information.
+"""
