@@ -90,6 +90,10 @@ def normalise_ice_addresses(addresses: Sequence[str] | None) -> tuple[str, ...] 
         raise UsageError("ice_addresses must be a list of IP addresses, not a string")
     result = []
     for address in addresses:
+        if not isinstance(address, str):
+            # ipaddress would also take an int or packed bytes and silently turn them into
+            # some address.
+            raise UsageError(f"ice_addresses: {address!r} is not an IP address string")
         try:
             result.append(str(ipaddress.ip_address(address)))
         except ValueError:
@@ -121,6 +125,10 @@ def _ice_server(entry: object) -> RTCIceServer:
         raise UsageError(f"rtc_config: ICE server needs 'urls', got {entry!r}")
     username = entry.get("username")
     credential = entry.get("credential")
+    if not isinstance(username, str | None) or not isinstance(credential, str | None):
+        raise UsageError(
+            f"rtc_config: ICE server username and credential must be strings, got {entry!r}"
+        )
     return RTCIceServer(urls=urls, username=username, credential=credential)
 
 

@@ -15,7 +15,10 @@ its trackers:
 * an answer is applied only to one of our outstanding offers, which it then consumes.
 
 Undecryptable offers or answers are reported as join errors (a password mismatch, as in
-Trystero); malformed tracker messages are dropped, logged at DEBUG and counted.
+Trystero); they, and decrypted offers or answers that carry no usable SDP, are logged at DEBUG
+and counted (``undecryptable_signals``, ``unusable_signals``). Malformed tracker messages are
+dropped, logged at DEBUG and counted (``TrackerConnection.malformed_messages``); a tracker
+``failure reason`` is logged and the rest of that message ignored.
 """
 
 from __future__ import annotations
@@ -109,7 +112,9 @@ class TrackerConnection:
             logger.debug("%s: dropped a malformed tracker message: %s", self.url, exc)
             return
         if message.failure is not None:
+            # As Trystero: a failure is logged and the rest of the message is ignored.
             logger.warning("%s: tracker failure: %s", self.url, message.failure)
+            return
         if message.warning is not None:
             logger.info("%s: tracker warning: %s", self.url, message.warning)
         signaller = self.rooms.get(message.info_hash or "")
@@ -162,6 +167,10 @@ class TorrentSignaller:
         self._seen: dict[tuple[str, str, str], float] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
+        #: Relayed offers/answers whose SDP could not be decrypted with the room key.
+        self.undecryptable_signals = 0
+        #: Relayed offers/answers that decrypted but carried no usable SDP.
+        self.unusable_signals = 0
 
     async def start(self) -> None:
         for url in self.urls:
@@ -304,7 +313,9 @@ class TorrentSignaller:
             return
         try:
             sdp = unseal(room.seal_key, offer.sdp)
-        except SealError:
+        except SealError as exc:
+            self.undecryptable_signals += 1
+            logger.debug("%r: undecryptable offer from %s: %s", room, peer_id, exc)
             room._join_error("incorrect room password when decrypting offer", peer_id)
             return
         link = self._new_link(initiator=False, remote_id=peer_id)
@@ -312,6 +323,7 @@ class TorrentSignaller:
         try:
             answer = await link.accept_offer(sdp)
         except ProtocolError as exc:
+            self.unusable_signals += 1
             logger.debug("%r: unusable offer from %s: %s", room, peer_id, exc)
             link.close("unusable offer")
             return
@@ -336,7 +348,9 @@ class TorrentSignaller:
             return
         try:
             sdp = unseal(room.seal_key, answer.sdp)
-        except SealError:
+        except SealError as exc:
+            self.undecryptable_signals += 1
+            logger.debug("%r: undecryptable answer from %s: %s", room, peer_id, exc)
             offer.link.close("answer sealed with another key")
             room._join_error("incorrect room password when decrypting answer", peer_id)
             return
@@ -344,5 +358,6 @@ class TorrentSignaller:
         try:
             await offer.link.accept_answer(sdp)
         except ProtocolError as exc:
+            self.unusable_signals += 1
             logger.debug("%r: unusable answer from %s: %s", room, peer_id, exc)
             offer.link.close("unusable answer")
