@@ -122,8 +122,11 @@ class PeerLink:
         """
         self.state = LinkState.CONNECTING
         await self._set_remote(sdp, "offer")
-        with host_addresses(self._ice_addresses):
-            await self.pc.setLocalDescription(await self.pc.createAnswer())
+        try:
+            with host_addresses(self._ice_addresses):
+                await self.pc.setLocalDescription(await self.pc.createAnswer())
+        except Exception as exc:  # aiortc cannot answer what it accepted
+            raise ProtocolError(f"could not answer the remote offer: {exc!r}") from exc
         self._sdp_done()
         return str(self.pc.localDescription.sdp)
 
@@ -135,6 +138,10 @@ class PeerLink:
     async def _set_remote(self, sdp: str, kind: str) -> None:
         if len(sdp) > MAX_SDP_SIZE:
             raise ProtocolError(f"remote {kind} SDP is {len(sdp)} bytes, over {MAX_SDP_SIZE}")
+        # aiortc accepts almost any text as an offer and answers it with an empty
+        # description, which could never connect. Every Trystero offer has a data channel.
+        if kind == "offer" and (not sdp.startswith("v=0") or "\nm=application " not in sdp):
+            raise ProtocolError("remote offer is not an SDP with a data-channel section")
         try:
             await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type=kind))
         except Exception as exc:  # aiortc raises ValueError, InvalidStateError, KeyError, ...

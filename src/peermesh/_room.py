@@ -402,6 +402,8 @@ class Room:
             self._forget(member, reason)
 
     def link_failed(self, link: PeerLink) -> None:
+        if self._closed:
+            return  # we abandoned it by leaving; nothing failed
         peer = link.remote_id or "unknown peer"
         self._join_error(
             f"could not connect to peer {peer} after exchanging SDP ({link.close_reason}); "

@@ -158,17 +158,30 @@ class SharedLinks:
         existing = self.live_link(remote_id)
         if existing is not None and existing is not link:
             self.counters.duplicate_links += 1
-            logger.debug("duplicate connection to %s; keeping the first", remote_id)
-            link.close("duplicate connection")
-            if info.origin is not None:
-                self.bind(info.origin, existing)
-            return
+            if not self._is_leader_link(link) or self._is_leader_link(existing):
+                logger.debug("duplicate connection to %s; keeping the first", remote_id)
+                link.close("duplicate connection")
+                if info.origin is not None:
+                    self.bind(info.origin, existing)
+                return
+            # Two connections crossed. Both sides must keep the same one, whatever order
+            # they opened in: the one the smaller id offered (the leader's, wire notes §2.3).
+            logger.debug("duplicate connection to %s; keeping the leader's", remote_id)
+            del self.links[remote_id]
+            for room in list(self.rooms.values()):
+                if room.has_peer(remote_id):
+                    room.peer_gone(remote_id, "connection replaced")
+            existing.close("duplicate connection")
         self.links[remote_id] = link
         for token in self.rooms:
             link.send_nowait(encode_presence_frame(token, True))
         origin = info.origin
         if origin is not None and self.rooms.get(origin.token) is origin:
             origin.attach(link)
+
+    def _is_leader_link(self, link: PeerLink) -> bool:
+        """Whether ``link`` is the one the smaller of the two peer ids offered."""
+        return link.initiator == (self.self_id < (link.remote_id or ""))
 
     def _on_close(self, link: PeerLink) -> None:
         info = self._info.pop(link, None)

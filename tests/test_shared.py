@@ -1,0 +1,102 @@
+"""Shared connections: one link per remote peer, whatever order links open in."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from peermesh import Room
+from peermesh._link import PeerLink, wait_links_closed
+from peermesh.torrent import join_room
+from tests.rooms import LOOPBACK, eventually, peer_ids
+
+#: Nothing listens here: the rooms' own signalling stays idle (backing off).
+UNREACHABLE = ["ws://127.0.0.1:9"]
+
+
+@pytest.fixture
+async def idle_pair() -> AsyncIterator[tuple[Room, Room]]:
+    a_id, b_id = peer_ids(2, "x")
+    options = {"app_id": "shared-tests", "relay_urls": UNREACHABLE, **LOOPBACK}
+    a = await join_room("room", peer_id=a_id, **options)
+    b = await join_room("room", peer_id=b_id, **options)
+    try:
+        yield a, b
+    finally:
+        await a.leave()
+        await b.leave()
+        await wait_links_closed()
+
+
+async def connect(offerer: Room, answerer: Room) -> tuple[PeerLink, PeerLink]:
+    """Negotiate a link from ``offerer`` to ``answerer`` by hand, as a signaller would."""
+    out = offerer._shared.new_link(
+        offerer, initiator=True, configuration=offerer.configuration, ice_addresses=("127.0.0.1",)
+    )
+    offer = await out.create_offer()
+    inbound = answerer._shared.new_link(
+        answerer,
+        initiator=False,
+        configuration=answerer.configuration,
+        ice_addresses=("127.0.0.1",),
+        remote_id=offerer.self_id,
+    )
+    answer = await inbound.accept_offer(offer)
+    out.remote_id = answerer.self_id
+    await out.accept_answer(answer)
+    return out, inbound
+
+
+async def test_crossing_links_converge_on_the_leaders_link(idle_pair: tuple[Room, Room]) -> None:
+    a, b = idle_pair  # a has the smaller id: its offer is the one both sides keep
+    (a_out, b_in), (b_out, a_in) = await asyncio.gather(connect(a, b), connect(b, a))
+    await eventually(lambda: b.self_id in a.get_peers() and a.self_id in b.get_peers(), 10)
+    await eventually(lambda: b_out.is_closed and a_in.is_closed, 5, "the other pair closed")
+    assert a_out.is_open
+    assert b_in.is_open
+    assert a._shared.links == {b.self_id: a_out}
+    assert b._shared.links == {a.self_id: b_in}
+    assert a._shared.counters.duplicate_links + b._shared.counters.duplicate_links >= 1
+    # The room works over the surviving connection.
+    got: asyncio.Queue[object] = asyncio.Queue()
+    b.make_action("x").on_message(lambda d, p, m: got.put_nowait(d))
+    await a.make_action("x").send("over the leader's link")
+    assert await asyncio.wait_for(got.get(), 5) == "over the leader's link"
+    assert await b.ping(a.self_id) > 0
+
+
+async def test_a_second_link_after_the_first_is_closed_and_the_room_bound(
+    idle_pair: tuple[Room, Room],
+) -> None:
+    a, b = idle_pair
+    first_out, first_in = await connect(a, b)
+    await eventually(lambda: b.self_id in a.get_peers() and a.self_id in b.get_peers(), 10)
+    second_out, second_in = await connect(a, b)
+    await eventually(lambda: second_out.is_closed and second_in.is_closed, 5, "duplicate closed")
+    assert first_out.is_open
+    assert first_in.is_open
+    assert a.get_peers()[b.self_id] is first_out.pc
+
+
+async def test_leaving_abandons_unopened_links_without_join_errors(
+    idle_pair: tuple[Room, Room],
+) -> None:
+    a, b = idle_pair
+    errors: list[object] = []
+    b.on_join_error(errors.append)
+    out = a._shared.new_link(
+        a, initiator=True, configuration=a.configuration, ice_addresses=("127.0.0.1",)
+    )
+    inbound = b._shared.new_link(
+        b,
+        initiator=False,
+        configuration=b.configuration,
+        ice_addresses=("127.0.0.1",),
+        remote_id=a.self_id,
+    )
+    await inbound.accept_offer(await out.create_offer())  # a never applies the answer
+    await b.leave()
+    assert inbound.is_closed
+    assert errors == []
