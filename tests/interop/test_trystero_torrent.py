@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from peermesh import JoinErrorEvent, Room
-from peermesh.servers.tracker import TrackerServer, serve_tracker
+from peermesh.servers.tracker import serve_tracker
 from peermesh.torrent import join_room
 from tests.interop.conftest import JsPeerFactory
 from tests.interop.jspeer import (
@@ -169,12 +169,12 @@ async def test_python_and_trystero_share_a_room(
 
 
 async def test_targeted_send_reaches_one_of_two_trystero_peers(
-    tracker: TrackerServer, js_peer_factory: JsPeerFactory
+    tracker_url: str, js_peer_factory: JsPeerFactory
 ) -> None:
     js1, js2 = await js_peer_factory(), await js_peer_factory()
     for js in (js1, js2):
-        await js.join("targeted", tracker.url, app_id=APP, actions=["chat"])
-    py = await py_join(tracker.url, SMALL_ID, "targeted")
+        await js.join("targeted", tracker_url, app_id=APP, actions=["chat"])
+    py = await py_join(tracker_url, SMALL_ID, "targeted")
     try:
         await eventually(lambda: len(py.joined) == 2, 25, "both Trystero peers")
         chat = py.room.make_action("chat")
@@ -200,12 +200,10 @@ async def test_targeted_send_reaches_one_of_two_trystero_peers(
         await py.room.leave()
 
 
-async def test_matching_password_connects(
-    tracker: TrackerServer, js_peer_factory: JsPeerFactory
-) -> None:
+async def test_matching_password_connects(tracker_url: str, js_peer_factory: JsPeerFactory) -> None:
     js = await js_peer_factory()
-    await js.join("pw", tracker.url, app_id=APP, password="open sesame", actions=["chat"])
-    py = await py_join(tracker.url, SMALL_ID, "pw", password="open sesame")
+    await js.join("pw", tracker_url, app_id=APP, password="open sesame", actions=["chat"])
+    py = await py_join(tracker_url, SMALL_ID, "pw", password="open sesame")
     try:
         await eventually(lambda: py.joined == [js.self_id], 25, "password peers to meet")
         await js.wait_event("peer-join", peerId=SMALL_ID, timeout=5)
@@ -218,11 +216,11 @@ async def test_matching_password_connects(
 
 @pytest.mark.parametrize("py_id", [SMALL_ID, LARGE_ID], ids=["py-offers", "py-answers"])
 async def test_mismatching_password_is_a_join_error_and_no_peer(
-    py_id: str, tracker: TrackerServer, js_peer_factory: JsPeerFactory
+    py_id: str, tracker_url: str, js_peer_factory: JsPeerFactory
 ) -> None:
     js = await js_peer_factory()
-    await js.join("pw-bad", tracker.url, app_id=APP, password="right", actions=["chat"])
-    py = await py_join(tracker.url, py_id, "pw-bad", password="wrong")
+    await js.join("pw-bad", tracker_url, app_id=APP, password="right", actions=["chat"])
+    py = await py_join(tracker_url, py_id, "pw-bad", password="wrong")
     try:
         # Whoever receives the other's SDP cannot decrypt it and reports a join error.
         def someone_errored() -> bool:
