@@ -110,6 +110,8 @@ async def test_leave_is_seen_and_connection_closes(join: JoinFactory) -> None:
     a, b = await connected_pair(join)
     left: list[str] = []
     b.on_peer_leave(left.append)
+    own_leave: list[str] = []
+    a.on_peer_leave(own_leave.append)
     pc = a.get_peers()[b.self_id]
     remote_pc = b.get_peers()[a.self_id]
     await a.leave()
@@ -119,6 +121,7 @@ async def test_leave_is_seen_and_connection_closes(join: JoinFactory) -> None:
     # b is in no other room with a, so b closes its side too rather than keep it idle.
     await eventually(lambda: remote_pc.connectionState == "closed", 5, "remote pc closed")
     assert b._shared.links == {}
+    assert own_leave == []  # leaving is not reported as everyone else leaving
     with pytest.raises(RoomClosedError):
         await a.make_action("x").send("after leave")
     await a.leave()  # idempotent

@@ -85,6 +85,19 @@ class RoomCounters:
     unclaimed_dropped: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class _Outgoing:
+    """One ``Action.send``: the encoded payload, shared by every target."""
+
+    type_field: bytes
+    nonce: int
+    kind: wire.PayloadKind
+    payload: bytes
+    encoded_metadata: bytes | None
+    metadata: object
+    on_progress: Callback | None
+
+
 @dataclass(eq=False)
 class _Member:
     link: PeerLink
@@ -136,12 +149,17 @@ class Action:
         broadcast (``target=None``) that leave mid-send are skipped.
         """
         kind, payload = wire.encode_payload(data)
-        meta = None if metadata is None else wire.encode_metadata(metadata)
-        nonce = self._nonce
-        self._nonce = wire.next_nonce(nonce)
-        await self._room._send(
-            self._type_field, nonce, kind, payload, meta, target, metadata, on_progress
+        message = _Outgoing(
+            type_field=self._type_field,
+            nonce=self._nonce,
+            kind=kind,
+            payload=payload,
+            encoded_metadata=None if metadata is None else wire.encode_metadata(metadata),
+            metadata=metadata,
+            on_progress=on_progress,
         )
+        self._nonce = wire.next_nonce(self._nonce)
+        await self._room._send(message, target)
 
     def on_message(self, callback: C) -> C:
         """Call ``callback(data, peer_id, metadata)`` for every message received. Messages
@@ -256,7 +274,8 @@ class Room:
         return callback
 
     def on_peer_leave(self, callback: C) -> C:
-        """Call ``callback(peer_id)`` when an active peer leaves or its connection ends."""
+        """Call ``callback(peer_id)`` when an active peer leaves or its connection ends.
+        Not called for the peers of a room once :meth:`leave` has begun."""
         self._on_leave.append(callback)
         return callback
 
@@ -298,7 +317,10 @@ class Room:
             return
         self._closed = True
         for signaller in self._signallers:
-            await signaller.close()
+            try:
+                await signaller.close()
+            except Exception:
+                logger.exception("%r: error while closing %r", self, signaller)
         leave_frame = self._control_frame(wire.LEAVE)
         for member in self._members.values():
             member.link.send_nowait(leave_frame)
@@ -330,17 +352,7 @@ class Room:
             raise PeerUnavailableError(f"{peer_id} is not an active peer of {self!r}")
         return member
 
-    async def _send(
-        self,
-        type_field: bytes,
-        nonce: int,
-        kind: wire.PayloadKind,
-        payload: bytes,
-        meta: bytes | None,
-        target: str | Sequence[str] | None,
-        metadata: object,
-        on_progress: Callback | None,
-    ) -> None:
+    async def _send(self, message: _Outgoing, target: str | Sequence[str] | None) -> None:
         if self._closed:
             raise RoomClosedError(f"{self!r} has been left")
         if target is None:
@@ -351,11 +363,7 @@ class Room:
             members = [self._active_member(pid) for pid in ids]
             strict = True
         results = await asyncio.gather(
-            *(
-                self._send_to(m, type_field, nonce, kind, payload, meta, metadata, on_progress)
-                for m in members
-            ),
-            return_exceptions=True,
+            *(self._send_to(m, message) for m in members), return_exceptions=True
         )
         for result in results:
             if isinstance(result, PeerUnavailableError) and not strict:
@@ -363,24 +371,21 @@ class Room:
             if isinstance(result, BaseException):
                 raise result
 
-    async def _send_to(
-        self,
-        member: _Member,
-        type_field: bytes,
-        nonce: int,
-        kind: wire.PayloadKind,
-        payload: bytes,
-        meta: bytes | None,
-        metadata: object,
-        on_progress: Callback | None,
-    ) -> None:
-        total = wire.chunk_count(len(payload), meta is not None)
-        link = member.link
-        frames = wire.iter_chunks(type_field, nonce, kind, payload, meta, prefix=self._prefix)
+    async def _send_to(self, member: _Member, message: _Outgoing) -> None:
+        total = wire.chunk_count(len(message.payload), message.encoded_metadata is not None)
+        frames = wire.iter_chunks(
+            message.type_field,
+            message.nonce,
+            message.kind,
+            message.payload,
+            message.encoded_metadata,
+            prefix=self._prefix,
+        )
+        progress = message.on_progress
         for index, frame in enumerate(frames):
-            await link.send(frame)
-            if on_progress is not None:
-                self._invoke(on_progress, (index + 1) / total, member.peer_id, metadata)
+            await member.link.send(frame)
+            if progress is not None:
+                self._invoke(progress, (index + 1) / total, member.peer_id, message.metadata)
 
     # -- membership (called by SharedLinks) ---------------------------------------------------
 
@@ -424,7 +429,7 @@ class Room:
         member.pings.clear()
         logger.debug("%r: peer %s gone (%s)", self, member.peer_id, reason)
         self._shared.release(member.link)
-        if member.active:
+        if member.active and not self._closed:
             for cb in self._on_leave:
                 self._invoke(cb, member.peer_id)
 
