@@ -13,7 +13,6 @@
 // Every event carries "t": wall-clock seconds (performance.timeOrigin + performance.now()).
 
 import { readFileSync } from "node:fs";
-import { createHash } from "node:crypto";
 import { createInterface } from "node:readline";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
@@ -44,6 +43,7 @@ if (typeof globalThis.WebSocket === "undefined") {
 }
 const { joinRoom, selfId } = await import(packageUrl("@trystero-p2p/torrent"));
 const { RTCPeerConnection } = await import(pathToFileURL(join(interopDir, "rtc-polyfill.mjs")).href);
+const { deterministicBytes, sha256Hex, toBytes } = await import(pathToFileURL(join(interopDir, "payloads.mjs")).href);
 const trysteroVersion = JSON.parse(
   readFileSync(join(interopDir, "node_modules", "@trystero-p2p", "torrent", "package.json"), "utf8"),
 ).version;
@@ -54,19 +54,6 @@ const emit = (event, fields = {}) => process.stdout.write(JSON.stringify({ event
 const errText = (err) => (err instanceof Error ? `${err.name}: ${err.message}` : String(err));
 process.on("uncaughtException", (err) => emit("fatal", { error: errText(err) }));
 process.on("unhandledRejection", (err) => emit("fatal", { error: errText(err) }));
-
-const deterministicBytes = (length, seed) => {
-  if (length === 0) return new Uint8Array(0);
-  const buf = createHash("shake256", { outputLength: length }).update(`peermesh-deterministic-bytes:${String(seed)}`, "utf8").digest();
-  return new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
-};
-const sha256Hex = (bytes) => createHash("sha256").update(bytes).digest("hex");
-const toBytes = (data) => {
-  if (data instanceof Uint8Array) return data;
-  if (data instanceof ArrayBuffer) return new Uint8Array(data);
-  if (ArrayBuffer.isView(data)) return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
-  return null;
-};
 
 let room = null;
 let sendAction = null;

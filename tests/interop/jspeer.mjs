@@ -58,10 +58,10 @@
 // (an XOF, so any N). Python: tests/interop/jspeer.py deterministic_bytes(N, S) is the same.
 
 import { createInterface } from "node:readline";
-import { createHash } from "node:crypto";
 import { performance } from "node:perf_hooks";
 import { selfId } from "@trystero-p2p/core";
 import { RTCPeerConnection, polyfillStats } from "./rtc-polyfill.mjs";
+import { deterministicBytes, sha256Hex, toBytes } from "./payloads.mjs";
 
 const BASE64_LIMIT = 64 * 1024;
 
@@ -99,23 +99,6 @@ if (typeof globalThis.WebSocket === "undefined") {
 }
 
 // ---- data encoding ------------------------------------------------------------------------
-export const deterministicBytes = (length, seed) => {
-  if (!Number.isSafeInteger(length) || length < 0) throw new Error(`bad length ${length}`);
-  if (!(typeof seed === "string" || Number.isSafeInteger(seed))) throw new Error(`seed must be an integer or a string, got ${JSON.stringify(seed)}`);
-  if (length === 0) return new Uint8Array(0);
-  const buf = createHash("shake256", { outputLength: length }).update(`peermesh-deterministic-bytes:${String(seed)}`, "utf8").digest();
-  return new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
-};
-
-const sha256Hex = (bytes) => createHash("sha256").update(bytes).digest("hex");
-
-const toBytes = (data) => {
-  if (data instanceof Uint8Array) return data;
-  if (data instanceof ArrayBuffer) return new Uint8Array(data);
-  if (ArrayBuffer.isView(data)) return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
-  return null;
-};
-
 const encodeData = (data) => {
   if (typeof data === "string") return { type: "string", value: data };
   const bytes = toBytes(data);

@@ -529,23 +529,21 @@ def encode_announce_response(
     )
 
 
+def _encode_relayed(kind: str, value_json: str, offer_id: str, peer_id: str, info_hash: str) -> str:
+    # The offer/answer value is forwarded as received (already compact JSON).
+    return (
+        f'{{"action":"announce","{kind}":{value_json},"offer_id":{_dumps_ascii(offer_id)},'
+        f'"peer_id":{_dumps_ascii(peer_id)},"info_hash":{_dumps_ascii(info_hash)}}}'
+    )
+
+
 def encode_relayed_offer(info_hash: str, peer_id: str, offer: ClientOffer) -> str:
     """An offer from ``peer_id`` forwarded to another peer of the swarm, with the ``offer``
     value as received::
 
         {"action":"announce","offer":…,"offer_id":…,"peer_id":…,"info_hash":…}
     """
-    return (
-        '{"action":"announce","offer":'
-        + offer.offer_json
-        + ',"offer_id":'
-        + _dumps_ascii(offer.offer_id)
-        + ',"peer_id":'
-        + _dumps_ascii(peer_id)
-        + ',"info_hash":'
-        + _dumps_ascii(info_hash)
-        + "}"
-    )
+    return _encode_relayed("offer", offer.offer_json, offer.offer_id, peer_id, info_hash)
 
 
 def encode_relayed_answer(info_hash: str, peer_id: str, answer: ClientAnswer) -> str:
@@ -553,17 +551,7 @@ def encode_relayed_answer(info_hash: str, peer_id: str, answer: ClientAnswer) ->
 
     {"action":"announce","answer":…,"offer_id":…,"peer_id":…,"info_hash":…}
     """
-    return (
-        '{"action":"announce","answer":'
-        + answer.answer_json
-        + ',"offer_id":'
-        + _dumps_ascii(answer.offer_id)
-        + ',"peer_id":'
-        + _dumps_ascii(peer_id)
-        + ',"info_hash":'
-        + _dumps_ascii(info_hash)
-        + "}"
-    )
+    return _encode_relayed("answer", answer.answer_json, answer.offer_id, peer_id, info_hash)
 
 
 def encode_scrape_response(files: Mapping[str, tuple[int, int]], *, interval: float) -> str:
