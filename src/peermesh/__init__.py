@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from ._join import SELF_ID as self_id
 from ._room import Action, JoinErrorEvent, Room
+from ._signalling import RelayHealth, RelayState, relay_health
 from .errors import (
     HandshakeError,
     PeerError,
@@ -35,11 +36,14 @@ __all__ = [
     "PeermeshError",
     "ProtocolError",
     "RelayError",
+    "RelayHealth",
     "RelayProtocolError",
+    "RelayState",
     "Room",
     "RoomClosedError",
     "SealError",
     "UsageError",
+    "relay_health",
     "self_id",
 ]
 

@@ -44,7 +44,8 @@ from .._wire.tracker import (
     parse_tracker_message,
 )
 from ..errors import ProtocolError, RelayProtocolError, SealError
-from .websocket import ReconnectingWebSocket
+from . import RelayHealth, RelayState, register_relay
+from .websocket import ReconnectingWebSocket, SocketState
 
 if TYPE_CHECKING:
     from .._room import Room
@@ -84,6 +85,18 @@ class TrackerConnection:
         self.rooms: dict[str, TorrentSignaller] = {}
         self._on_empty = on_empty
         self.socket = ReconnectingWebSocket(url, on_open=self._opened, on_message=self._received)
+        register_relay(self)
+
+    def health(self) -> RelayHealth:
+        socket = self.socket
+        return RelayHealth(
+            url=self.url,
+            state=_SOCKET_STATES[socket.state],
+            last_error=socket.last_error,
+            messages_sent=socket.messages_sent,
+            messages_received=socket.messages_received,
+            messages_dropped=self.malformed_messages,
+        )
 
     def subscribe(self, signaller: TorrentSignaller) -> None:
         self.rooms[signaller.info_hash] = signaller
@@ -124,6 +137,13 @@ class TrackerConnection:
             return
         signaller.handle(self, message)
 
+
+_SOCKET_STATES = {
+    SocketState.CONNECTING: RelayState.CONNECTING,
+    SocketState.OPEN: RelayState.OPEN,
+    SocketState.BACKING_OFF: RelayState.BACKING_OFF,
+    SocketState.CLOSED: RelayState.CLOSED,
+}
 
 _connections: dict[tuple[str, str], TrackerConnection] = {}
 
@@ -194,6 +214,9 @@ class TorrentSignaller:
             if not link.is_open:
                 link.close("room left")
         self._answering.clear()
+
+    def peer_lost(self, peer_id: str) -> None:
+        """Nothing to do: a torrent room keeps announcing at its interval, as Trystero."""
 
     # -- announcing -------------------------------------------------------------------------
 
