@@ -7,13 +7,13 @@ NODE_DIR   := tests/interop
 NODE_STAMP := $(NODE_DIR)/node_modules/.installed
 ISOLATED   := scripts/isolated
 
-.PHONY: demo test lint bench venv node clean
+.PHONY: demo test lint bench venv node mosquitto clean
 
 demo: $(PY_STAMP)
 	$(ISOLATED) $(BIN)/peermesh demo
 
 # pytest exits 5 when it collects nothing; that is not a failure of the suite's code.
-test: $(PY_STAMP) $(NODE_STAMP)
+test: $(PY_STAMP) $(NODE_STAMP) mosquitto
 	$(ISOLATED) $(BIN)/pytest $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
 lint: $(PY_STAMP)
@@ -21,11 +21,16 @@ lint: $(PY_STAMP)
 	$(BIN)/ruff format --check src tests bench examples
 	$(BIN)/mypy
 
-bench: $(PY_STAMP) $(NODE_STAMP)
+bench: $(PY_STAMP) $(NODE_STAMP) mosquitto
 	$(ISOLATED) $(BIN)/python -m bench $(BENCH_ARGS)
 
 venv: $(PY_STAMP)
 node: $(NODE_STAMP)
+
+# The MQTT tests run a real mosquitto broker; install it when missing (Debian/Ubuntu).
+mosquitto:
+	@command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto)
 
 $(PY_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
