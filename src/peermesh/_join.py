@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from typing import Protocol
 
 from ._ice import RtcConfigLike, normalise_ice_addresses, to_rtc_configuration
 from ._room import Room
@@ -11,10 +12,21 @@ from ._signalling import Signaller
 from ._wire.topics import gen_id, is_peer_id
 from .errors import UsageError
 
-__all__ = ["SELF_ID", "join"]
+__all__ = ["SELF_ID", "Strategy", "join", "relay_urls_for"]
 
 #: This process's peer id, shared by every room (as Trystero's ``selfId``).
 SELF_ID = gen_id(20)
+
+
+class Strategy(Protocol):
+    """Where peers meet: ``peermesh.torrent.Torrent``, ``peermesh.nostr.Nostr``,
+    ``peermesh.mqtt.Mqtt`` or ``peermesh.relay.WsRelay``."""
+
+    def check_peer_id(self, peer_id: str) -> None:
+        """Raise :class:`UsageError` if this medium cannot carry ``peer_id``."""
+
+    def signaller(self, room: Room) -> Signaller:
+        """A new signaller for ``room`` on this medium."""
 
 
 async def join(
@@ -25,14 +37,17 @@ async def join(
     rtc_config: RtcConfigLike,
     ice_addresses: Sequence[str] | None,
     peer_id: str | None,
-    make_signallers: Callable[[Room], list[Signaller]],
+    strategies: Sequence[Strategy],
 ) -> Room:
-    """Join ``room_id`` of ``app_id`` as ``peer_id`` (default :data:`SELF_ID`).
+    """Join ``room_id`` of ``app_id`` as ``peer_id`` (default :data:`SELF_ID`), meeting
+    peers through every one of ``strategies`` at once.
 
     Joining a room this identity is already in returns that same room, as in Trystero.
-    Raises :class:`UsageError` for an empty ``app_id``/``room_id``, a malformed ``peer_id``,
-    ``rtc_config`` or ``ice_addresses``.
+    Raises :class:`UsageError` for an empty ``app_id``/``room_id`` or ``strategies``, a
+    malformed ``peer_id``, ``rtc_config`` or ``ice_addresses``.
     """
+    if not strategies:
+        raise UsageError("strategies must name at least one strategy")
     if not isinstance(app_id, str) or not app_id:
         raise UsageError("app_id must be a non-empty string")
     if not isinstance(room_id, str) or not room_id:
@@ -42,6 +57,8 @@ async def join(
     self_id = SELF_ID if peer_id is None else peer_id
     if not is_peer_id(self_id):
         raise UsageError(f"peer_id {peer_id!r} is not a valid peer id")
+    for strategy in strategies:
+        strategy.check_peer_id(self_id)
     configuration = to_rtc_configuration(rtc_config)
     addresses = normalise_ice_addresses(ice_addresses)
     shared = shared_links(self_id, app_id)
@@ -58,7 +75,41 @@ async def join(
     if isinstance(existing, Room) and not existing.closed:
         return existing
     shared.add_room(room)
-    room._signallers = make_signallers(room)
+    room._signallers = [strategy.signaller(room) for strategy in strategies]
     for signaller in room._signallers:
         await signaller.start()
     return room
+
+
+def relay_urls_for(
+    relay_urls: Sequence[str] | None,
+    relay_redundancy: int | None,
+    defaults: Sequence[str],
+    default_redundancy: int,
+    *,
+    schemes: tuple[str, ...] = ("ws://", "wss://"),
+    what: str = "relay",
+) -> list[str]:
+    """The URLs a strategy uses: all of ``relay_urls`` if given (duplicates dropped), else
+    the first ``relay_redundancy`` (default ``default_redundancy``) of ``defaults``.
+
+    Raises :class:`UsageError` for a string instead of a list, an empty list, a redundancy
+    below 1, no defaults to fall back on, or a URL with an unsupported scheme.
+    """
+    if relay_urls is not None:
+        if isinstance(relay_urls, str):
+            raise UsageError("relay_urls must be a list of URLs, not a string")
+        urls = list(dict.fromkeys(relay_urls))
+        if not urls:
+            raise UsageError("relay_urls must contain at least one URL")
+    else:
+        count = default_redundancy if relay_redundancy is None else relay_redundancy
+        if count < 1:
+            raise UsageError("relay_redundancy must be at least 1")
+        if not defaults:
+            raise UsageError(f"this strategy has no default {what}s: pass relay_urls")
+        urls = list(defaults[:count])
+    for url in urls:
+        if not isinstance(url, str) or not url.startswith(schemes):
+            raise UsageError(f"{what} URL {url!r} must start with one of {', '.join(schemes)}")
+    return urls

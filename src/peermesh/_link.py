@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 
 from aiortc import RTCConfiguration, RTCDataChannel, RTCPeerConnection, RTCSessionDescription
+from aiortc.sdp import candidate_from_sdp
 
 from ._ice import host_addresses
 from .errors import PeerTimeoutError, PeerUnavailableError, ProtocolError
@@ -37,6 +38,8 @@ DISCONNECTED_GRACE = 5.0
 SEND_STALL_TIMEOUT = 30.0
 #: Largest remote SDP we are willing to parse.
 MAX_SDP_SIZE = 64 * 1024
+#: Trickled remote candidates held until the remote description is set.
+MAX_EARLY_CANDIDATES = 32
 
 
 class LinkState(enum.Enum):
@@ -89,6 +92,7 @@ class PeerLink:
         self._timers: list[asyncio.TimerHandle] = []
         self._disconnect_timer: asyncio.TimerHandle | None = None
         self._close_task: asyncio.Task[None] | None = None
+        self._early_candidates: list[dict[str, object]] = []
         self.pc = RTCPeerConnection(configuration)
         self.pc.on("connectionstatechange", self._on_connection_state)
         if not initiator:
@@ -146,6 +150,49 @@ class PeerLink:
             await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type=kind))
         except Exception as exc:  # aiortc raises ValueError, InvalidStateError, KeyError, ...
             raise ProtocolError(f"could not apply remote {kind}: {exc!r}") from exc
+        await self._apply_early_candidates()
+
+    async def add_remote_candidate(self, candidate: dict[str, object]) -> None:
+        """Apply a trickled remote ICE candidate in ``RTCIceCandidate.toJSON()`` form
+        (``{"candidate": "candidate:…", "sdpMid": "0", "sdpMLineIndex": 0, …}``).
+
+        Candidates that arrive before the remote description are held (at most
+        :data:`MAX_EARLY_CANDIDATES`; more are dropped) and applied after it. An empty
+        candidate (end of candidates) is ignored. Raises :class:`ProtocolError` for a
+        malformed one; a candidate aioice cannot use (an unresolvable ``.local`` name, say)
+        is logged and skipped.
+        """
+        text = candidate.get("candidate")
+        if text == "":
+            return
+        if not isinstance(text, str) or not text.startswith("candidate:") or len(text) > 1024:
+            raise ProtocolError(f"malformed ICE candidate {text!r}")
+        if self.pc.remoteDescription is None:
+            if len(self._early_candidates) < MAX_EARLY_CANDIDATES:
+                self._early_candidates.append(candidate)
+            return
+        try:
+            parsed = candidate_from_sdp(text[len("candidate:") :])
+        except Exception as exc:  # aiortc raises IndexError/ValueError on junk
+            raise ProtocolError(f"malformed ICE candidate {text!r}: {exc!r}") from exc
+        mid = candidate.get("sdpMid")
+        index = candidate.get("sdpMLineIndex")
+        parsed.sdpMid = mid if isinstance(mid, str) else None
+        parsed.sdpMLineIndex = index if isinstance(index, int) else None
+        if parsed.sdpMid is None and parsed.sdpMLineIndex is None:
+            parsed.sdpMLineIndex = 0
+        try:
+            await self.pc.addIceCandidate(parsed)
+        except Exception as exc:  # e.g. unknown mid, closed connection
+            logger.debug("%r: could not apply a remote candidate: %r", self, exc)
+
+    async def _apply_early_candidates(self) -> None:
+        early, self._early_candidates = self._early_candidates, []
+        for candidate in early:
+            try:
+                await self.add_remote_candidate(candidate)
+            except ProtocolError as exc:
+                logger.debug("%r: dropped an early candidate: %s", self, exc)
 
     def _sdp_done(self) -> None:
         self.sdp_exchanged = True

@@ -25,6 +25,7 @@ from aiortc import RTCConfiguration, RTCPeerConnection
 
 from ._link import PeerLink, wait_links_closed
 from ._shared import SharedLinks
+from ._signalling import Signaller
 from ._wire import actions as wire
 from ._wire.frames import room_frame_prefix
 from ._wire.sealing import (
@@ -230,7 +231,7 @@ class Room:
         self._on_join_error: list[Callback] = []
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closed = False
-        self._signallers: list[Any] = []
+        self._signallers: list[Signaller] = []
         self._ctl = {
             name: wire.encode_action_type(name)
             for name in (wire.HSREADY, wire.HSDATA, wire.LEAVE, wire.PING, wire.PONG)
@@ -401,10 +402,16 @@ class Room:
         self._members[peer_id] = member
         member.handshake = self._spawn(self._admit(member))
 
-    def peer_gone(self, peer_id: str, reason: str) -> None:
+    def peer_gone(self, peer_id: str, reason: str, *, lost: bool = False) -> None:
+        """``peer_id`` is no longer in this room: it said so (``lost=False``) or its
+        connection ended (``lost=True``; signallers then look for it again at once)."""
         member = self._members.get(peer_id)
-        if member is not None:
-            self._forget(member, reason)
+        if member is None:
+            return
+        self._forget(member, reason)
+        if lost and member.active and not self._closed:
+            for signaller in self._signallers:
+                signaller.peer_lost(peer_id)
 
     def link_failed(self, link: PeerLink) -> None:
         if self._closed:
@@ -416,7 +423,7 @@ class Room:
             link.remote_id,
         )
 
-    def _forget(self, member: _Member, reason: str) -> None:
+    def _forget(self, member: _Member, reason: str, *, linger: bool = False) -> None:
         if self._members.get(member.peer_id) is not member:
             return
         del self._members[member.peer_id]
@@ -428,7 +435,7 @@ class Room:
                 future.set_exception(PeerUnavailableError(f"{member.peer_id} left: {reason}"))
         member.pings.clear()
         logger.debug("%r: peer %s gone (%s)", self, member.peer_id, reason)
-        self._shared.release(member.link)
+        self._shared.release(member.link, linger=linger)
         if member.active and not self._closed:
             for cb in self._on_leave:
                 self._invoke(cb, member.peer_id)
@@ -522,7 +529,7 @@ class Room:
             member.remote_ready.set()
             return
         if name == wire.LEAVE:
-            self._forget(member, "left the room")
+            self._forget(member, "left the room", linger=True)
             return
         if name == wire.PING:
             member.link.send_nowait(self._control_frame(wire.PONG))

@@ -17,6 +17,7 @@ rooms over it with room frames and presence frames (wire notes §6.1, §6.2, §9
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,6 +35,8 @@ logger = logging.getLogger(__name__)
 
 #: How many room tokens a remote may announce on one link before we stop remembering more.
 MAX_REMOTE_TOKENS = 256
+#: How long a link whose peer sent ``@_leave`` stays open for its presence=0 to arrive.
+LEAVE_LINGER = 1.0
 
 
 class RoomEndpoint(Protocol):
@@ -44,7 +47,7 @@ class RoomEndpoint(Protocol):
     def has_peer(self, peer_id: str) -> bool: ...
     def attach(self, link: PeerLink) -> None: ...
     def receive_chunk(self, peer_id: str, chunk: bytes | memoryview) -> None: ...
-    def peer_gone(self, peer_id: str, reason: str) -> None: ...
+    def peer_gone(self, peer_id: str, reason: str, *, lost: bool = False) -> None: ...
     def link_failed(self, link: PeerLink) -> None: ...
 
 
@@ -103,8 +106,18 @@ class SharedLinks:
                 link.close("room left before the connection opened")
         self._maybe_empty()
 
-    def release(self, link: PeerLink) -> None:
-        """Close ``link`` if its peer is in none of our rooms any more."""
+    def release(self, link: PeerLink, *, linger: bool = False) -> None:
+        """Close ``link`` if its peer is in none of our rooms any more.
+
+        With ``linger``, wait :data:`LEAVE_LINGER` seconds first (checking again then): a
+        peer that sent ``@_leave`` is still in its leave grace, and Trystero would take an
+        immediate close for a lost connection and re-announce. Its presence=0, which ends
+        the grace, releases the link at once.
+        """
+        if linger:
+            loop = asyncio.get_running_loop()
+            loop.call_later(LEAVE_LINGER, self.release, link)
+            return
         peer_id = link.remote_id
         if peer_id is not None and not any(r.has_peer(peer_id) for r in self.rooms.values()):
             link.close("no room left on this connection")
@@ -190,7 +203,7 @@ class SharedLinks:
             del self.links[remote_id]
             for room in list(self.rooms.values()):
                 if room.has_peer(remote_id):
-                    room.peer_gone(remote_id, link.close_reason)
+                    room.peer_gone(remote_id, link.close_reason, lost=True)
         elif (
             info is not None
             and info.origin is not None
@@ -224,6 +237,7 @@ class SharedLinks:
                 info.remote_tokens.discard(frame.token)
                 if room is not None and room.has_peer(remote_id):
                     room.peer_gone(remote_id, "left the room (presence)")
+                self.release(link)
             return
         if room is None or not room.has_peer(remote_id):
             self.counters.frames_for_unknown_rooms += 1

@@ -6,20 +6,52 @@
         ...
 
 Wire-compatible with Trystero 0.25's ``@trystero-p2p/torrent``: a Python peer and a browser
-peer on the same app id, room and tracker meet and exchange actions.
+peer on the same app id, room and tracker meet and exchange actions. :class:`Torrent`
+names this medium for ``peermesh.join_room(..., strategies=[...])``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from ._ice import RtcConfigLike
-from ._join import join
+from ._join import join, relay_urls_for
 from ._room import Room
+from ._signalling import Signaller
 from ._signalling.torrent import DEFAULT_REDUNDANCY, DEFAULT_TRACKER_URLS, TorrentSignaller
 from .errors import UsageError
 
-__all__ = ["DEFAULT_TRACKER_URLS", "join_room"]
+__all__ = ["DEFAULT_TRACKER_URLS", "Torrent", "join_room"]
+
+
+@dataclass(frozen=True)
+class Torrent:
+    """Meet through WebTorrent trackers: all of ``relay_urls``, or the first
+    ``relay_redundancy`` (default 3) of :data:`DEFAULT_TRACKER_URLS`. Raises
+    :class:`~peermesh.errors.UsageError` for invalid arguments."""
+
+    relay_urls: Sequence[str] | None = None
+    relay_redundancy: int | None = None
+
+    def __post_init__(self) -> None:
+        self.urls()
+
+    def urls(self) -> list[str]:
+        return relay_urls_for(
+            self.relay_urls,
+            self.relay_redundancy,
+            DEFAULT_TRACKER_URLS,
+            DEFAULT_REDUNDANCY,
+            what="tracker",
+        )
+
+    def check_peer_id(self, peer_id: str) -> None:
+        if len(peer_id) != 20:
+            raise UsageError("trackers need a peer_id of exactly 20 characters")
+
+    def signaller(self, room: Room) -> Signaller:
+        return TorrentSignaller(room, self.urls())
 
 
 async def join_room(
@@ -50,22 +82,6 @@ async def join_room(
     retried with backoff) in the background. Raises :class:`~peermesh.errors.UsageError`
     for invalid arguments.
     """
-    if relay_urls is not None:
-        if isinstance(relay_urls, str):
-            raise UsageError("relay_urls must be a list of URLs, not a string")
-        urls = list(dict.fromkeys(relay_urls))
-        if not urls:
-            raise UsageError("relay_urls must contain at least one URL")
-    else:
-        count = DEFAULT_REDUNDANCY if relay_redundancy is None else relay_redundancy
-        if count < 1:
-            raise UsageError("relay_redundancy must be at least 1")
-        urls = list(DEFAULT_TRACKER_URLS[:count])
-    for url in urls:
-        if not url.startswith(("ws://", "wss://")):
-            raise UsageError(f"tracker URL {url!r} must start with ws:// or wss://")
-    if peer_id is not None and len(peer_id) != 20:
-        raise UsageError("trackers need a peer_id of exactly 20 characters")
     return await join(
         room_id,
         app_id=app_id,
@@ -73,5 +89,5 @@ async def join_room(
         rtc_config=rtc_config,
         ice_addresses=ice_addresses,
         peer_id=peer_id,
-        make_signallers=lambda room: [TorrentSignaller(room, urls)],
+        strategies=[Torrent(relay_urls, relay_redundancy)],
     )

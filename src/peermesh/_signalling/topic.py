@@ -1,0 +1,398 @@
+"""The signalling shared by every topic strategy (Nostr, MQTT, ws-relay): wire notes §2.
+
+A :class:`TopicSignaller` is one room's presence on a set of :class:`TopicRelay` s. It
+subscribes to its *self topic* and the room's *root topic* on every relay, announces
+itself on the root topic (at once, then after 0.233, 0.533 and 1.333 s more, then every
+``announce_interval``; the burst repeats when a relay reconnects or a connected peer goes
+away), and follows the leader rule:
+
+* an announcement from a peer with a larger id gets an offer, sent to that peer's self
+  topic on the relay it came from; from a smaller id it gets a *counter-announcement*
+  there, so the smaller peer (the leader) makes the offer;
+* an offer is answered over the relay it arrived on, unless we are already connected to,
+  answering, or (as the leader) offering to that peer;
+* answers and trickled candidates are routed by ``offerId``; candidates that arrive early
+  are held (bounded) until their connection exists.
+
+Offers are made on demand: aiortc produces a complete (non-trickle) offer in ~2 ms, so the
+pool of pre-made offers Trystero keeps would only hold sockets open for nothing. Our SDP
+carries every candidate inline; we never trickle our own. Malformed signals are dropped,
+logged at DEBUG and counted; undecryptable offers and answers are join errors, as in
+Trystero.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .._link import PeerLink
+from .._wire.sealing import seal, unseal
+from .._wire.signals import (
+    OFFER_ID_LENGTH,
+    Signal,
+    SignalKind,
+    encode_announce,
+    encode_answer,
+    encode_offer,
+    parse_signal,
+)
+from .._wire.topics import gen_id, root_topic, self_topic
+from ..errors import ProtocolError, SealError
+from . import TopicRelay
+
+if TYPE_CHECKING:
+    from .._room import Room
+
+__all__ = ["SignalCounters", "TopicSignaller"]
+
+logger = logging.getLogger(__name__)
+
+WARMUP_DELAYS = (0.0, 0.233, 0.533, 1.333)
+#: Trystero 0.25.4's steady announce interval for topic strategies.
+ANNOUNCE_INTERVAL = 60.0
+#: An offer is re-sent over the same relay after this long (Trystero: 0.9 × 5333 ms).
+OFFER_RESEND = 4.8
+#: An unanswered offer is replaced after this long (Trystero's offerTtl).
+OFFER_TTL = 57.333
+MAX_TASKS = 32
+MAX_PENDING_LINKS = 32
+MAX_EARLY_KEYS = 64
+MAX_EARLY_PER_KEY = 16
+
+
+@dataclass
+class SignalCounters:
+    """Signals a room dropped, per room and strategy."""
+
+    malformed: int = 0
+    undecryptable: int = 0
+    unusable: int = 0
+    dropped_busy: int = 0
+
+
+@dataclass(eq=False)
+class _Offer:
+    offer_id: str
+    link: PeerLink
+    sealed_sdp: str
+    created: float
+    answered: bool = False
+    sent: dict[TopicRelay, float] = field(default_factory=dict)
+
+
+@dataclass(eq=False)
+class _Answer:
+    offer_id: str | None
+    link: PeerLink
+
+
+class TopicSignaller:
+    """One room's signalling over topic relays; see the module docstring."""
+
+    def __init__(
+        self,
+        room: Room,
+        relays: list[TopicRelay],
+        *,
+        announce_interval: float = ANNOUNCE_INTERVAL,
+    ) -> None:
+        self.room = room
+        self.relays = relays
+        self.announce_interval = announce_interval
+        self.counters = SignalCounters()
+        self.root_topic = root_topic(room.app_id, room.room_id)
+        self.self_topic = self_topic(room.app_id, room.room_id, room.self_id)
+        self._handlers: dict[TopicRelay, Callable[[str, str], None]] = {}
+        self._unready: list[Callable[[], None]] = []
+        self._loops: dict[TopicRelay, asyncio.Task[None]] = {}
+        self._offers: dict[str, _Offer] = {}
+        self._answers: dict[str, _Answer] = {}
+        self._early: dict[tuple[str, str | None], list[str]] = {}
+        self._offer_locks: dict[str, asyncio.Lock] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closed = False
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        for relay in self.relays:
+            handler = self._make_handler(relay)
+            self._handlers[relay] = handler
+            relay.subscribe(self.self_topic, handler)
+            relay.subscribe(self.root_topic, handler)
+            self._unready.append(relay.on_ready(self._make_restart(relay)))
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for unregister in self._unready:
+            unregister()
+        for task in [*self._loops.values(), *self._tasks]:
+            task.cancel()
+        await asyncio.gather(*self._loops.values(), *self._tasks, return_exceptions=True)
+        for relay, handler in self._handlers.items():
+            relay.unsubscribe(self.self_topic, handler)
+            relay.unsubscribe(self.root_topic, handler)
+            await relay.release()
+        for offer in self._offers.values():
+            if not offer.link.is_open:
+                offer.link.close("room left")
+        for answer in self._answers.values():
+            if not answer.link.is_open:
+                answer.link.close("room left")
+        self._offers.clear()
+        self._answers.clear()
+        self._early.clear()
+
+    def _make_restart(self, relay: TopicRelay) -> Callable[[], None]:
+        def restart() -> None:
+            self._restart(relay)
+
+        return restart
+
+    def _make_handler(self, relay: TopicRelay) -> Callable[[str, str], None]:
+        def handler(topic: str, text: str) -> None:
+            self._received(relay, topic, text)
+
+        return handler
+
+    # -- announcing ---------------------------------------------------------------------------
+
+    def _restart(self, relay: TopicRelay) -> None:
+        if self._closed:
+            return
+        previous = self._loops.pop(relay, None)
+        if previous is not None:
+            previous.cancel()
+        self._loops[relay] = asyncio.ensure_future(self._announce_loop(relay))
+
+    def peer_lost(self, peer_id: str) -> None:
+        # As Trystero: when a connection drops (not when a peer leaves on purpose), re-run
+        # the announce burst so that the peer, if it is still there, is found again at once.
+        for relay in self.relays:
+            self._restart(relay)
+
+    async def _announce_loop(self, relay: TopicRelay) -> None:
+        announce = encode_announce(self.room.self_id)
+        for delay in WARMUP_DELAYS:
+            await asyncio.sleep(delay)
+            await relay.publish(self.root_topic, announce)
+        while True:
+            await asyncio.sleep(self.announce_interval)
+            await relay.publish(self.root_topic, announce)
+
+    # -- incoming signals -----------------------------------------------------------------------
+
+    def _received(self, relay: TopicRelay, topic: str, text: str) -> None:
+        if self._closed or topic not in (self.root_topic, self.self_topic):
+            return
+        try:
+            signal = parse_signal(text)
+        except ProtocolError as exc:
+            self.counters.malformed += 1
+            logger.debug("%r: malformed signal on %s: %s", self.room, relay.url, exc)
+            return
+        if signal.peer_id == self.room.self_id:
+            return
+        if signal.kind is not SignalKind.ANNOUNCE and topic != self.self_topic:
+            return  # offers, answers and candidates are addressed to our self topic
+        live = self.room._shared.live_link(signal.peer_id)
+        if live is not None:
+            self.room._shared.bind(self.room, live)
+            return
+        if len(self._tasks) >= MAX_TASKS:
+            self.counters.dropped_busy += 1
+            return
+        handle = {
+            SignalKind.ANNOUNCE: self._on_announce,
+            SignalKind.OFFER: self._on_offer,
+            SignalKind.ANSWER: self._on_answer,
+            SignalKind.CANDIDATE: self._on_candidate,
+        }[signal.kind]
+        self._spawn(handle(relay, signal))
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("%r: signalling task failed", self.room, exc_info=task.exception())
+
+    def _current_offer(self, peer_id: str) -> _Offer | None:
+        offer = self._offers.get(peer_id)
+        if offer is not None and offer.link.is_closed:
+            del self._offers[peer_id]
+            return None
+        return offer
+
+    def _current_answer(self, peer_id: str) -> _Answer | None:
+        answer = self._answers.get(peer_id)
+        if answer is not None and answer.link.is_closed:
+            del self._answers[peer_id]
+            return None
+        return answer
+
+    def _pending_links(self) -> int:
+        links = [o.link for o in self._offers.values()] + [a.link for a in self._answers.values()]
+        return sum(1 for link in links if not link.is_open and not link.is_closed)
+
+    def _new_link(self, *, initiator: bool, remote_id: str) -> PeerLink:
+        room = self.room
+        return room._shared.new_link(
+            room,
+            initiator=initiator,
+            configuration=room.configuration,
+            ice_addresses=room.ice_addresses,
+            remote_id=remote_id,
+        )
+
+    async def _publish_to(self, relay: TopicRelay, peer_id: str, text: str) -> None:
+        room = self.room
+        await relay.publish(self_topic(room.app_id, room.room_id, peer_id), text)
+
+    async def _on_announce(self, relay: TopicRelay, signal: Signal) -> None:
+        room = self.room
+        peer_id = signal.peer_id
+        if self._current_answer(peer_id) is not None:
+            return
+        offer = self._current_offer(peer_id)
+        if offer is not None and offer.answered:
+            return
+        if room.self_id > peer_id:
+            if offer is None:
+                await self._publish_to(relay, peer_id, encode_announce(room.self_id))
+            return
+        lock = self._offer_locks.setdefault(peer_id, asyncio.Lock())
+        async with lock:
+            offer = self._current_offer(peer_id)
+            now = time.monotonic()
+            if offer is not None and not offer.answered and now - offer.created > OFFER_TTL:
+                offer.link.close("offer expired")
+                del self._offers[peer_id]
+                offer = None
+            if offer is None:
+                if self._pending_links() >= MAX_PENDING_LINKS:
+                    self.counters.dropped_busy += 1
+                    return
+                link = self._new_link(initiator=True, remote_id=peer_id)
+                sdp = await link.create_offer()
+                offer = _Offer(gen_id(OFFER_ID_LENGTH), link, seal(room.seal_key, sdp), now)
+                self._offers[peer_id] = offer
+            elif offer.answered or now - offer.sent.get(relay, -OFFER_RESEND) < OFFER_RESEND:
+                return
+            offer.sent[relay] = now
+        await self._publish_to(
+            relay, peer_id, encode_offer(room.self_id, offer.offer_id, offer.sealed_sdp)
+        )
+
+    async def _on_offer(self, relay: TopicRelay, signal: Signal) -> None:
+        room = self.room
+        peer_id = signal.peer_id
+        if self._current_answer(peer_id) is not None:
+            return
+        own = self._current_offer(peer_id)
+        if own is not None:
+            if own.answered or room.self_id < peer_id:
+                return  # the leader keeps its own offer
+            own.link.close("yielded to the leader's offer")
+            del self._offers[peer_id]
+        try:
+            sdp = unseal(room.seal_key, signal.sealed)
+        except SealError as exc:
+            self.counters.undecryptable += 1
+            logger.debug("%r: undecryptable offer from %s: %s", room, peer_id, exc)
+            room._join_error("incorrect room password when decrypting offer", peer_id)
+            return
+        if self._pending_links() >= MAX_PENDING_LINKS:
+            self.counters.dropped_busy += 1
+            return
+        link = self._new_link(initiator=False, remote_id=peer_id)
+        self._answers[peer_id] = _Answer(signal.offer_id, link)
+        try:
+            answer = await link.accept_offer(sdp)
+        except ProtocolError as exc:
+            self.counters.unusable += 1
+            logger.debug("%r: unusable offer from %s: %s", room, peer_id, exc)
+            link.close("unusable offer")
+            return
+        await self._publish_to(
+            relay,
+            peer_id,
+            encode_answer(room.self_id, seal(room.seal_key, answer), signal.offer_id),
+        )
+        await self._apply_early(peer_id, signal.offer_id, link)
+
+    async def _on_answer(self, relay: TopicRelay, signal: Signal) -> None:
+        room = self.room
+        peer_id = signal.peer_id
+        offer = self._current_offer(peer_id)
+        if offer is None or offer.answered:
+            return
+        if signal.offer_id is not None and signal.offer_id != offer.offer_id:
+            return
+        try:
+            sdp = unseal(room.seal_key, signal.sealed)
+        except SealError as exc:
+            self.counters.undecryptable += 1
+            logger.debug("%r: undecryptable answer from %s: %s", room, peer_id, exc)
+            room._join_error("incorrect room password when decrypting answer", peer_id)
+            return
+        offer.answered = True
+        try:
+            await offer.link.accept_answer(sdp)
+        except ProtocolError as exc:
+            self.counters.unusable += 1
+            logger.debug("%r: unusable answer from %s: %s", room, peer_id, exc)
+            offer.link.close("unusable answer")
+            return
+        await self._apply_early(peer_id, offer.offer_id, offer.link)
+
+    async def _on_candidate(self, relay: TopicRelay, signal: Signal) -> None:
+        peer_id = signal.peer_id
+        offer = self._current_offer(peer_id)
+        answer = self._current_answer(peer_id)
+        link: PeerLink | None = None
+        if offer is not None and signal.offer_id in (offer.offer_id, None):
+            link = offer.link
+        elif answer is not None and signal.offer_id in (answer.offer_id, None):
+            link = answer.link
+        if link is None:
+            self._hold_early(peer_id, signal.offer_id, signal.sealed)
+            return
+        await self._apply_candidate(link, signal.sealed)
+
+    async def _apply_candidate(self, link: PeerLink, sealed: str) -> None:
+        try:
+            value = json.loads(unseal(self.room.seal_key, sealed))
+            if not isinstance(value, dict):
+                raise ProtocolError("candidate is not a JSON object")
+            await link.add_remote_candidate(value)
+        except (SealError, ProtocolError, ValueError) as exc:
+            self.counters.unusable += 1
+            logger.debug("%r: dropped a candidate: %s", self.room, exc)
+
+    def _hold_early(self, peer_id: str, offer_id: str | None, sealed: str) -> None:
+        key = (peer_id, offer_id)
+        held = self._early.get(key)
+        if held is None:
+            if len(self._early) >= MAX_EARLY_KEYS:
+                self.counters.dropped_busy += 1
+                return
+            held = self._early[key] = []
+        if len(held) < MAX_EARLY_PER_KEY:
+            held.append(sealed)
+
+    async def _apply_early(self, peer_id: str, offer_id: str | None, link: PeerLink) -> None:
+        for key in ((peer_id, offer_id), (peer_id, None)):
+            for sealed in self._early.pop(key, []):
+                await self._apply_candidate(link, sealed)

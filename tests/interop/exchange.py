@@ -1,0 +1,83 @@
+"""What the interop tests do with a Python peer and a Trystero peer in one room."""
+
+from __future__ import annotations
+
+import asyncio
+
+from peermesh import JoinErrorEvent, Room
+from tests.interop.jspeer import GeneratedBytes, JsPeer, decode_data, deterministic_bytes
+
+MIB = 1024 * 1024
+
+
+class PyPeer:
+    """A Python room plus queues of what it received, for assertions."""
+
+    def __init__(self, room: Room) -> None:
+        self.room = room
+        self.joined: list[str] = []
+        self.left: list[str] = []
+        self.errors: list[JoinErrorEvent] = []
+        self.messages: asyncio.Queue[tuple[object, str, object]] = asyncio.Queue()
+        self.progress: list[float] = []
+        room.on_peer_join(self.joined.append)
+        room.on_peer_leave(self.left.append)
+        room.on_join_error(self.errors.append)
+        chat = room.make_action("chat")
+        chat.on_message(lambda d, p, m: self.messages.put_nowait((d, p, m)))
+        chat.on_receive_progress(lambda f, p, m: self.progress.append(f))
+
+    async def message(self, timeout: float = 10) -> tuple[object, str, object]:
+        return await asyncio.wait_for(self.messages.get(), timeout)
+
+
+async def exchange_everything(py: PyPeer, js: JsPeer) -> None:
+    """Strings, JSON, 1 MiB of bytes with metadata and progress, both ways; pings."""
+    chat = py.room.make_action("chat")
+    py_id = py.room.self_id
+
+    await chat.send("hello from python")
+    assert decode_data((await js.wait_message("chat", peer_id=py_id))["data"]) == (
+        "hello from python"
+    )
+    await js.send("chat", "hello from trystero")
+    assert await py.message() == ("hello from trystero", js.self_id, None)
+
+    await chat.send({"n": [1, 2.5, None], "ok": True})
+    got = await js.wait_message("chat", peer_id=py_id)
+    assert decode_data(got["data"]) == {"n": [1, 2.5, None], "ok": True}
+    await js.send("chat", {"from": "js", "list": [1, "two"]})
+    assert await py.message() == ({"from": "js", "list": [1, "two"]}, js.self_id, None)
+
+    blob = deterministic_bytes(MIB, "py->js")
+    sent_progress: list[float] = []
+    await chat.send(
+        blob, metadata={"name": "py.bin"}, on_progress=lambda f, p, m: sent_progress.append(f)
+    )
+    got = await js.wait_message("chat", peer_id=py_id, timeout=30)
+    received = decode_data(got["data"])
+    assert (received.length, received.sha256) == (MIB, GeneratedBytes(MIB, "py->js").sha256)
+    assert got["metadata"] == {"name": "py.bin"}
+    assert sent_progress[-1] == 1.0
+    assert len(sent_progress) == 66
+    js_progress = [
+        e["percent"]
+        for e in js.history
+        if e["event"] == "progress" and e.get("metadata") == {"name": "py.bin"}
+    ]
+    assert len(js_progress) >= 60
+    assert js_progress == sorted(js_progress)
+    assert js_progress[-1] == 1
+
+    py.progress.clear()
+    result = await js.send("chat", GeneratedBytes(MIB, "js->py"), metadata={"name": "js.bin"})
+    data, sender, meta = await py.message(30)
+    assert data == deterministic_bytes(MIB, "js->py")
+    assert result["length"] == MIB
+    assert (sender, meta) == (js.self_id, {"name": "js.bin"})
+    assert len(py.progress) >= 60
+    assert py.progress[-1] == 1.0
+    assert py.progress == sorted(py.progress)
+
+    assert 0 < await py.room.ping(js.self_id) < 2000
+    assert 0 <= await js.ping(py_id) < 2000

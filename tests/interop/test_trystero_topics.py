@@ -1,0 +1,158 @@
+"""A Python peer and real Trystero 0.25.4 peers on the topic strategies: Nostr (through a
+real local Nostr relay) and MQTT (through real mosquitto, over WebSocket as browsers do)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+import peermesh.mqtt
+import peermesh.nostr
+from tests.brokers import start_mosquitto
+from tests.interop.conftest import JsPeerFactory
+from tests.interop.exchange import PyPeer, exchange_everything
+from tests.interop.jspeer import decode_data
+from tests.interop.nostr_relay import start_nostr_relay
+from tests.rooms import LOOPBACK, eventually
+
+pytestmark = pytest.mark.interop
+
+APP = "peermesh-interop"
+SMALL_ID = "0" * 20
+LARGE_ID = "z" * 20
+MODULES: dict[str, ModuleType] = {"nostr": peermesh.nostr, "mqtt": peermesh.mqtt}
+
+
+@pytest.fixture(params=["nostr", "mqtt"])
+async def medium(request: pytest.FixtureRequest) -> AsyncIterator[tuple[str, str]]:
+    """(strategy name, relay URL) of a fresh local relay or broker."""
+    if request.param == "nostr":
+        async with start_nostr_relay() as url:
+            yield "nostr", url
+    else:
+        async with start_mosquitto() as broker:
+            yield "mqtt", broker.ws_url
+
+
+async def py_join(strategy: str, url: str, peer_id: str, room_id: str, **kw: Any) -> PyPeer:
+    room = await MODULES[strategy].join_room(
+        room_id, app_id=APP, relay_urls=[url], peer_id=peer_id, **LOOPBACK, **kw
+    )
+    return PyPeer(room)
+
+
+SCENARIOS = {
+    "py-first-py-offers": (True, SMALL_ID),
+    "py-first-py-answers": (True, LARGE_ID),
+    "js-first-py-offers": (False, SMALL_ID),
+    "js-first-py-answers": (False, LARGE_ID),
+}
+
+
+@pytest.mark.parametrize("scenario", list(SCENARIOS))
+async def test_python_and_trystero_share_a_room(
+    scenario: str, medium: tuple[str, str], js_peer_factory: JsPeerFactory
+) -> None:
+    strategy, url = medium
+    py_first, py_id = SCENARIOS[scenario]
+    room_id = f"room-{scenario}"
+    js = await js_peer_factory()
+    if py_first:
+        py = await py_join(strategy, url, py_id, room_id)
+        await asyncio.sleep(1.5)  # past Python's first announces: JS finds an incumbent
+        await js.join(room_id, url, app_id=APP, strategy=strategy, actions=["chat"])
+    else:
+        await js.join(room_id, url, app_id=APP, strategy=strategy, actions=["chat"])
+        await asyncio.sleep(1.5)
+        py = await py_join(strategy, url, py_id, room_id)
+    try:
+        await eventually(lambda: py.joined == [js.self_id], 15, "Python to see Trystero")
+        await js.wait_event("peer-join", peerId=py_id, timeout=5)
+        await exchange_everything(py, js)
+        if py_first:
+            started = time.monotonic()
+            await js.leave()
+            await eventually(lambda: py.left == [js.self_id], 2, "Python to see the leave")
+            assert time.monotonic() - started < 2
+        else:
+            await py.room.leave()
+            await js.wait_event("peer-leave", peerId=py_id, timeout=2)
+        assert py.errors == []
+    finally:
+        await py.room.leave()
+
+
+async def test_targeted_send_reaches_one_of_two_trystero_peers(
+    medium: tuple[str, str], js_peer_factory: JsPeerFactory
+) -> None:
+    strategy, url = medium
+    js1, js2 = await js_peer_factory(), await js_peer_factory()
+    for js in (js1, js2):
+        await js.join("targeted", url, app_id=APP, strategy=strategy, actions=["chat"])
+    py = await py_join(strategy, url, SMALL_ID, "targeted")
+    try:
+        await eventually(lambda: len(py.joined) == 2, 15, "both Trystero peers")
+        chat = py.room.make_action("chat")
+        await chat.send("for js2 only", target=js2.self_id)
+        await chat.send("for both")
+        got = await js2.wait_message("chat", peer_id=SMALL_ID)
+        assert decode_data(got["data"]) == "for js2 only"
+        got = await js2.wait_message("chat", peer_id=SMALL_ID)
+        assert decode_data(got["data"]) == "for both"
+        got = await js1.wait_message("chat", peer_id=SMALL_ID)
+        assert decode_data(got["data"]) == "for both"
+        await asyncio.sleep(0.2)
+        js1_texts = [
+            decode_data(e["data"])
+            for e in js1.history
+            if e["event"] == "message" and e.get("peerId") == SMALL_ID
+        ]
+        assert js1_texts == ["for both"]
+    finally:
+        await py.room.leave()
+
+
+async def test_matching_password_connects(
+    medium: tuple[str, str], js_peer_factory: JsPeerFactory
+) -> None:
+    strategy, url = medium
+    js = await js_peer_factory()
+    await js.join("pw", url, app_id=APP, strategy=strategy, password="s3", actions=["chat"])
+    py = await py_join(strategy, url, SMALL_ID, "pw", password="s3")
+    try:
+        await eventually(lambda: py.joined == [js.self_id], 15, "password peers to meet")
+        assert await py.room.ping(js.self_id) > 0
+        await js.send("chat", "secret hello")
+        assert await py.message() == ("secret hello", js.self_id, None)
+    finally:
+        await py.room.leave()
+
+
+@pytest.mark.parametrize("py_id", [SMALL_ID, LARGE_ID], ids=["py-offers", "py-answers"])
+async def test_mismatching_password_is_a_join_error_and_no_peer(
+    py_id: str, medium: tuple[str, str], js_peer_factory: JsPeerFactory
+) -> None:
+    strategy, url = medium
+    js = await js_peer_factory()
+    await js.join("pw-bad", url, app_id=APP, strategy=strategy, password="right")
+    py = await py_join(strategy, url, py_id, "pw-bad", password="wrong")
+    try:
+
+        def someone_errored() -> bool:
+            return bool(py.errors) or any(e["event"] == "join-error" for e in js.history)
+
+        await eventually(someone_errored, 15, "a join error on either side")
+        js_errors = [e["error"] for e in js.history if e["event"] == "join-error"]
+        errors = [e.error for e in py.errors] + js_errors
+        assert any("incorrect room password" in e for e in errors), errors
+        await asyncio.sleep(1)
+        assert py.joined == []
+        assert py.room.get_peers() == {}
+        assert await js.peers() == []
+    finally:
+        await py.room.leave()
