@@ -1,14 +1,14 @@
 """peermesh: serverless peer-to-peer rooms over WebRTC, wire-compatible with Trystero 0.25.
 
-Pick where peers meet by importing a strategy's ``join_room``::
-
-    from peermesh.torrent import join_room
-
-Everything else a user touches is re-exported here.
+``peermesh.join_room`` meets peers through Nostr relays, Trystero's default; pick another
+medium by importing its strategy's ``join_room`` (``peermesh.torrent``, ``peermesh.mqtt``,
+``peermesh.relay``), or several at once with ``join_room(..., strategies=[Torrent(),
+Nostr()])``. Everything else a user touches is re-exported here.
 """
 
 from __future__ import annotations
 
+from ._default import join_room
 from ._join import SELF_ID as self_id
 from ._room import Action, JoinErrorEvent, Room
 from ._signalling import RelayHealth, RelayState, relay_health
@@ -25,11 +25,17 @@ from .errors import (
     SealError,
     UsageError,
 )
+from .mqtt import Mqtt
+from .nostr import Nostr
+from .relay import WsRelay
+from .torrent import Torrent
 
 __all__ = [
     "Action",
     "HandshakeError",
     "JoinErrorEvent",
+    "Mqtt",
+    "Nostr",
     "PeerError",
     "PeerTimeoutError",
     "PeerUnavailableError",
@@ -42,7 +48,10 @@ __all__ = [
     "Room",
     "RoomClosedError",
     "SealError",
+    "Torrent",
     "UsageError",
+    "WsRelay",
+    "join_room",
     "relay_health",
     "self_id",
 ]

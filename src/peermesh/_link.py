@@ -81,6 +81,8 @@ class PeerLink:
         #: connection failure worth reporting.
         self.sdp_exchanged = False
         self.close_reason = ""
+        #: Frames received so far: a link that carried any is in use by both sides.
+        self.frames_received = 0
         self._ice_addresses = ice_addresses
         self._on_frame = on_frame
         self._on_open = on_open
@@ -235,6 +237,7 @@ class PeerLink:
         if isinstance(data, str):
             logger.debug("%r: dropped a text message (Trystero sends binary only)", self)
             return
+        self.frames_received += 1
         self._on_frame(self, data)
 
     async def send(self, frame: bytes) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -171,15 +172,13 @@ class SharedLinks:
         existing = self.live_link(remote_id)
         if existing is not None and existing is not link:
             self.counters.duplicate_links += 1
-            if not self._is_leader_link(link) or self._is_leader_link(existing):
+            if self._preferred(existing, link) is existing:
                 logger.debug("duplicate connection to %s; keeping the first", remote_id)
                 link.close("duplicate connection")
                 if info.origin is not None:
                     self.bind(info.origin, existing)
                 return
-            # Two connections crossed. Both sides must keep the same one, whatever order
-            # they opened in: the one the smaller id offered (the leader's, wire notes §2.3).
-            logger.debug("duplicate connection to %s; keeping the leader's", remote_id)
+            logger.debug("duplicate connection to %s; switching to the new one", remote_id)
             del self.links[remote_id]
             for room in list(self.rooms.values()):
                 if room.has_peer(remote_id):
@@ -195,6 +194,21 @@ class SharedLinks:
     def _is_leader_link(self, link: PeerLink) -> bool:
         """Whether ``link`` is the one the smaller of the two peer ids offered."""
         return link.initiator == (self.self_id < (link.remote_id or ""))
+
+    def _preferred(self, first: PeerLink, second: PeerLink) -> PeerLink:
+        """Which of two open links to one peer to keep (``first`` is the registered one).
+
+        A link that has carried frames is in use on both sides and is kept. Otherwise both
+        links are racing to open (crossing offers, or one connection per strategy) and each
+        side may see them open in a different order, so both peers must pick by something
+        they share: the leader's link (the smaller id's offer, wire notes §2.3), and between
+        two of those, the one whose offerer's DTLS fingerprint sorts first."""
+        if first.frames_received:
+            return first
+        first_leads, second_leads = self._is_leader_link(first), self._is_leader_link(second)
+        if first_leads != second_leads:
+            return first if first_leads else second
+        return first if _offerer_fingerprint(first) <= _offerer_fingerprint(second) else second
 
     def _on_close(self, link: PeerLink) -> None:
         info = self._info.pop(link, None)
@@ -244,6 +258,15 @@ class SharedLinks:
             logger.debug("dropped a frame from %s for a room we are not in with it", remote_id)
             return
         room.receive_chunk(remote_id, frame.chunk)
+
+
+_FINGERPRINT = re.compile(r"^a=fingerprint:\S+ (\S+)", re.MULTILINE)
+
+
+def _offerer_fingerprint(link: PeerLink) -> str:
+    description = link.pc.localDescription if link.initiator else link.pc.remoteDescription
+    found = _FINGERPRINT.search(description.sdp) if description is not None else None
+    return found.group(1) if found else ""
 
 
 _tables: dict[tuple[str, str], SharedLinks] = {}
