@@ -74,6 +74,7 @@ class SignalCounters:
     undecryptable: int = 0
     unusable: int = 0
     dropped_busy: int = 0
+    evicted_offers: int = 0
 
 
 @dataclass(eq=False)
@@ -84,6 +85,12 @@ class _Offer:
     created: float
     answered: bool = False
     sent: dict[TopicRelay, float] = field(default_factory=dict)
+
+
+@dataclass(eq=False)
+class _OfferLock:
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    users: int = 0
 
 
 @dataclass(eq=False)
@@ -114,7 +121,10 @@ class TopicSignaller:
         self._offers: dict[str, _Offer] = {}
         self._answers: dict[str, _Answer] = {}
         self._early: dict[tuple[str, str | None], list[str]] = {}
-        self._offer_locks: dict[str, asyncio.Lock] = {}
+        # Per-peer offer locks, kept only while some task uses them (a flood of announcements
+        # from random ids must not grow this), and offers being made (counted as pending).
+        self._offer_locks: dict[str, _OfferLock] = {}
+        self._creating = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
 
@@ -244,7 +254,19 @@ class TopicSignaller:
 
     def _pending_links(self) -> int:
         links = [o.link for o in self._offers.values()] + [a.link for a in self._answers.values()]
-        return sum(1 for link in links if not link.is_open and not link.is_closed)
+        pending = sum(1 for link in links if not link.is_open and not link.is_closed)
+        return pending + self._creating  # offers still being made count: they hold a slot
+
+    def _evict_offer(self) -> bool:
+        """Make room by dropping the oldest offer nobody answered: peers that announce and
+        never answer (made-up ids from a hostile relay) must not lock real peers out."""
+        unanswered = [(o.created, p) for p, o in self._offers.items() if not o.answered]
+        if not unanswered:
+            return False
+        _, peer_id = min(unanswered)
+        self._offers.pop(peer_id).link.close("offer evicted for a newer peer")
+        self.counters.evicted_offers += 1
+        return True
 
     def _new_link(self, *, initiator: bool, remote_id: str) -> PeerLink:
         room = self.room
@@ -272,25 +294,35 @@ class TopicSignaller:
             if offer is None:
                 await self._publish_to(relay, peer_id, encode_announce(room.self_id))
             return
-        lock = self._offer_locks.setdefault(peer_id, asyncio.Lock())
-        async with lock:
-            offer = self._current_offer(peer_id)
-            now = time.monotonic()
-            if offer is not None and not offer.answered and now - offer.created > OFFER_TTL:
-                offer.link.close("offer expired")
-                del self._offers[peer_id]
-                offer = None
-            if offer is None:
-                if self._pending_links() >= MAX_PENDING_LINKS:
-                    self.counters.dropped_busy += 1
+        guard = self._offer_locks.setdefault(peer_id, _OfferLock())
+        guard.users += 1
+        try:
+            async with guard.lock:
+                offer = self._current_offer(peer_id)
+                now = time.monotonic()
+                if offer is not None and not offer.answered and now - offer.created > OFFER_TTL:
+                    offer.link.close("offer expired")
+                    del self._offers[peer_id]
+                    offer = None
+                if offer is None:
+                    if self._pending_links() >= MAX_PENDING_LINKS and not self._evict_offer():
+                        self.counters.dropped_busy += 1
+                        return
+                    self._creating += 1
+                    try:
+                        link = self._new_link(initiator=True, remote_id=peer_id)
+                        sdp = await link.create_offer()
+                    finally:
+                        self._creating -= 1
+                    offer = _Offer(gen_id(OFFER_ID_LENGTH), link, seal(room.seal_key, sdp), now)
+                    self._offers[peer_id] = offer
+                elif offer.answered or now - offer.sent.get(relay, -OFFER_RESEND) < OFFER_RESEND:
                     return
-                link = self._new_link(initiator=True, remote_id=peer_id)
-                sdp = await link.create_offer()
-                offer = _Offer(gen_id(OFFER_ID_LENGTH), link, seal(room.seal_key, sdp), now)
-                self._offers[peer_id] = offer
-            elif offer.answered or now - offer.sent.get(relay, -OFFER_RESEND) < OFFER_RESEND:
-                return
-            offer.sent[relay] = now
+                offer.sent[relay] = now
+        finally:
+            guard.users -= 1
+            if guard.users == 0:
+                del self._offer_locks[peer_id]
         await self._publish_to(
             relay, peer_id, encode_offer(room.self_id, offer.offer_id, offer.sealed_sdp)
         )
@@ -317,13 +349,15 @@ class TopicSignaller:
             self.counters.dropped_busy += 1
             return
         link = self._new_link(initiator=False, remote_id=peer_id)
-        self._answers[peer_id] = _Answer(signal.offer_id, link)
+        entry = self._answers[peer_id] = _Answer(signal.offer_id, link)
         try:
             answer = await link.accept_offer(sdp)
         except ProtocolError as exc:
             self.counters.unusable += 1
             logger.debug("%r: unusable offer from %s: %s", room, peer_id, exc)
             link.close("unusable offer")
+            if self._answers.get(peer_id) is entry:  # don't keep it: ids can be made up
+                del self._answers[peer_id]
             return
         await self._publish_to(
             relay,
@@ -354,6 +388,8 @@ class TopicSignaller:
             self.counters.unusable += 1
             logger.debug("%r: unusable answer from %s: %s", room, peer_id, exc)
             offer.link.close("unusable answer")
+            if self._offers.get(peer_id) is offer:  # don't keep it: ids can be made up
+                del self._offers[peer_id]
             return
         await self._apply_early(peer_id, offer.offer_id, offer.link)
 
