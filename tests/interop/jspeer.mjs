@@ -165,6 +165,8 @@ const registerAction = (name) => {
 
 const strategyPackage = (strategy) => {
   if (typeof strategy !== "string" || !/^[a-z][a-z0-9-]*$/.test(strategy)) throw new Error(`bad strategy name ${JSON.stringify(strategy)}`);
+  // @trystero-p2p/ws-relay is not on npm: a protocol adapter over the real core stands in.
+  if (strategy === "ws-relay") return "./ws-relay-strategy.mjs";
   return `@trystero-p2p/${strategy}`;
 };
 

@@ -1,5 +1,8 @@
 """A Python peer and real Trystero 0.25.4 peers on the topic strategies: Nostr (through a
-real local Nostr relay) and MQTT (through real mosquitto, over WebSocket as browsers do)."""
+real local Nostr relay), MQTT (through real mosquitto, over WebSocket as browsers do) and
+ws-relay (through our embedded relay). Trystero's ws-relay package is not published on npm,
+so its JS side is real Trystero core with a protocol adapter (tests/interop/ws-relay-strategy.mjs).
+"""
 
 from __future__ import annotations
 
@@ -13,6 +16,8 @@ import pytest
 
 import peermesh.mqtt
 import peermesh.nostr
+import peermesh.relay
+from peermesh.servers import serve_relay
 from tests.brokers import start_mosquitto
 from tests.interop.conftest import JsPeerFactory
 from tests.interop.exchange import PyPeer, exchange_everything
@@ -25,18 +30,25 @@ pytestmark = pytest.mark.interop
 APP = "peermesh-interop"
 SMALL_ID = "0" * 20
 LARGE_ID = "z" * 20
-MODULES: dict[str, ModuleType] = {"nostr": peermesh.nostr, "mqtt": peermesh.mqtt}
+MODULES: dict[str, ModuleType] = {
+    "nostr": peermesh.nostr,
+    "mqtt": peermesh.mqtt,
+    "ws-relay": peermesh.relay,
+}
 
 
-@pytest.fixture(params=["nostr", "mqtt"])
+@pytest.fixture(params=["nostr", "mqtt", "ws-relay"])
 async def medium(request: pytest.FixtureRequest) -> AsyncIterator[tuple[str, str]]:
     """(strategy name, relay URL) of a fresh local relay or broker."""
     if request.param == "nostr":
         async with start_nostr_relay() as url:
             yield "nostr", url
-    else:
+    elif request.param == "mqtt":
         async with start_mosquitto() as broker:
             yield "mqtt", broker.ws_url
+    else:
+        async with await serve_relay("127.0.0.1", 0) as relay:
+            yield "ws-relay", relay.url
 
 
 async def py_join(strategy: str, url: str, peer_id: str, room_id: str, **kw: Any) -> PyPeer:
