@@ -45,32 +45,23 @@ ws-relay client here; it is tested against peermesh's own client and raw WebSock
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
-from collections import deque
 from dataclasses import dataclass
 from http import HTTPStatus
-from types import TracebackType
 from typing import Any
 
-from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.exceptions import ConnectionClosed, ConnectionClosedError
+from websockets.asyncio.server import ServerConnection
 from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
 
 from peermesh.errors import UsageError
 
+from ._websocket_server import Client, WebSocketServer
+
 __all__ = ["RelayServer", "RelayStats", "serve_relay"]
 
 _log = logging.getLogger(__name__)
-
-_MAX_QUEUED_MESSAGES = 256
-"""Outgoing messages buffered per connection before further ones to it are dropped."""
-_MAX_QUEUED_BYTES = 1024 * 1024
-"""Outgoing bytes buffered per connection (on top of websockets' write buffer)."""
-_WRITE_LIMIT = 64 * 1024
-"""High-water mark of each connection's transport write buffer (websockets' write_limit)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,23 +96,17 @@ class RelayStats:
     """Handshakes refused (HTTP 503) because ``max_connections`` were open."""
 
 
-class _Connection:
-    __slots__ = ("closed", "queue", "queued_bytes", "topics", "wakeup", "ws")
-
+class _Connection(Client):
     def __init__(self, ws: ServerConnection) -> None:
-        self.ws = ws
-        self.queue: deque[str] = deque()
-        self.queued_bytes = 0
-        self.wakeup = asyncio.Event()
+        super().__init__(ws)
         self.topics: set[str] = set()
-        self.closed = False
 
 
 class _Malformed(Exception):
     pass
 
 
-class RelayServer:
+class RelayServer(WebSocketServer[_Connection]):
     """A running ws-relay server. Create it with :func:`serve_relay`.
 
     It is an async context manager that closes the server on exit. All state lives in
@@ -139,47 +124,21 @@ class RelayServer:
         max_topic_length: int,
     ) -> None:
         """Internal: use :func:`serve_relay`, which validates the arguments and starts it."""
-        self._host = host
-        self._port = 0
-        self._max_message_size = max_message_size
+        super().__init__(host=host, max_message_size=max_message_size)
         self._max_topics_per_connection = max_topics_per_connection
         self._max_subscribers_per_topic = max_subscribers_per_topic
         self._max_connections = max_connections
         self._max_topic_length = max_topic_length
         self._topics: dict[str, set[_Connection]] = {}
-        self._connections: set[_Connection] = set()
-        self._server: Server | None = None
-        self._closed = asyncio.Event()
-        self._close_lock = asyncio.Lock()
         self._subscriptions = 0
-        self._messages_in = 0
-        self._messages_out = 0
         self._published = 0
         self._delivered = 0
         self._dropped_malformed = 0
-        self._dropped_oversize = 0
-        self._dropped_backpressure = 0
         self._rejected_subscriptions = 0
         self._closed_for_limits = 0
         self._rejected_connections = 0
 
     # ------------------------------------------------------------------ public face
-
-    @property
-    def host(self) -> str:
-        """The host the server was asked to bind."""
-        return self._host
-
-    @property
-    def port(self) -> int:
-        """The bound TCP port (the real one when ``port=0`` was requested)."""
-        return self._port
-
-    @property
-    def url(self) -> str:
-        """The URL to give clients, e.g. ``ws://127.0.0.1:8080``."""
-        host = f"[{self._host}]" if ":" in self._host else self._host
-        return f"ws://{host}:{self._port}"
 
     def stats(self) -> RelayStats:
         """A consistent snapshot of the counters (O(1))."""
@@ -203,58 +162,25 @@ class RelayServer:
         """How many connections are subscribed to ``topic``."""
         return len(self._topics.get(topic, ()))
 
-    async def close(self) -> None:
-        """Stop accepting connections, close open ones (code 1001) and forget all topics.
-
-        Idempotent; returns once every connection handler has finished.
-        """
-        async with self._close_lock:
-            if self._closed.is_set():
-                return
-            if self._server is not None:
-                self._server.close()
-                await self._server.wait_closed()
-            self._topics.clear()
-            self._subscriptions = 0
-            self._closed.set()
-            _log.info("relay on %s closed", self.url)
-
-    async def serve_forever(self) -> None:
-        """Serve until :meth:`close` is called or this coroutine is cancelled (which
-        closes the server)."""
-        try:
-            await self._closed.wait()
-        finally:
-            await asyncio.shield(self.close())
-
-    async def __aenter__(self) -> RelayServer:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
-
     # ------------------------------------------------------------------ lifecycle
 
+    kind = "relay"
+
     async def _start(self, port: int) -> None:
-        self._server = await serve(
-            self._handle,
-            self._host,
-            port,
-            process_request=self._admit,
-            compression=None,
-            max_size=self._max_message_size,
-            max_queue=16,
-            write_limit=_WRITE_LIMIT,
-            close_timeout=5,
-        )
-        sockets = self._server.sockets
-        self._port = int(sockets[0].getsockname()[1]) if sockets else port
-        _log.info("relay listening on %s", self.url)
+        await self._listen(port, process_request=self._admit)
+
+    def _new_client(self, ws: ServerConnection) -> _Connection:
+        return _Connection(ws)
+
+    def _on_closed(self) -> None:
+        self._topics.clear()
+        self._subscriptions = 0
+
+    def _send(self, conn: _Connection, text: str) -> bool:
+        queued = super()._send(conn, text)
+        if queued:
+            self._delivered += 1
+        return queued
 
     def _admit(self, connection: ServerConnection, request: Request) -> Response | None:
         if len(self._connections) < self._max_connections:
@@ -262,42 +188,6 @@ class RelayServer:
         self._rejected_connections += 1
         _log.debug("refused a connection: %d already open", len(self._connections))
         return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "relay is full\n")
-
-    async def _handle(self, ws: ServerConnection) -> None:
-        conn = _Connection(ws)
-        self._connections.add(conn)
-        writer = asyncio.create_task(self._write_loop(conn))
-        try:
-            async for message in ws:
-                self._messages_in += 1
-                try:
-                    self._on_message(conn, message)
-                except Exception:  # a bug here must not take the connection down
-                    _log.exception("relay failed to handle a message")
-        except ConnectionClosedError as exc:
-            if exc.sent is not None and exc.sent.code == CloseCode.MESSAGE_TOO_BIG:
-                self._dropped_oversize += 1
-                _log.debug("closed %s: message larger than %d bytes", ws.id, self._max_message_size)
-        finally:
-            conn.closed = True
-            self._connections.discard(conn)
-            self._forget_connection(conn)
-            writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await writer
-
-    async def _write_loop(self, conn: _Connection) -> None:
-        while True:
-            while not conn.queue:
-                conn.wakeup.clear()
-                await conn.wakeup.wait()
-            text = conn.queue.popleft()
-            conn.queued_bytes -= len(text)
-            try:
-                await conn.ws.send(text)
-            except ConnectionClosed:
-                return
-            self._messages_out += 1
 
     # ------------------------------------------------------------------ message handling
 
@@ -398,22 +288,6 @@ class RelayServer:
     def _forget_connection(self, conn: _Connection) -> None:
         for topic in list(conn.topics):
             self._unsubscribe(conn, topic)
-
-    def _send(self, conn: _Connection, text: str) -> None:
-        """Queue ``text`` (ASCII JSON, so len == bytes) for ``conn`` without blocking."""
-        if conn.closed:
-            return
-        if conn.queue and (
-            len(conn.queue) >= _MAX_QUEUED_MESSAGES
-            or conn.queued_bytes + len(text) > _MAX_QUEUED_BYTES
-        ):
-            self._dropped_backpressure += 1
-            _log.debug("send queue of %s full; message dropped", conn.ws.id)
-            return
-        conn.queue.append(text)
-        conn.queued_bytes += len(text)
-        conn.wakeup.set()
-        self._delivered += 1
 
 
 async def serve_relay(

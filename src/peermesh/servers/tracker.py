@@ -48,13 +48,9 @@ import itertools
 import logging
 import math
 import random
-from collections import deque
 from dataclasses import dataclass
-from types import TracebackType
 
-from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.exceptions import ConnectionClosed, ConnectionClosedError
-from websockets.frames import CloseCode
+from websockets.asyncio.server import ServerConnection
 
 from peermesh._wire.tracker import (
     ClientAnnounce,
@@ -68,16 +64,12 @@ from peermesh._wire.tracker import (
 )
 from peermesh.errors import RelayProtocolError, UsageError
 
+from ._websocket_server import Client, WebSocketServer
+
 __all__ = ["TrackerServer", "TrackerStats", "serve_tracker"]
 
 _log = logging.getLogger(__name__)
 
-_MAX_QUEUED_MESSAGES = 256
-"""Outgoing messages buffered per connection before further ones to it are dropped."""
-_MAX_QUEUED_BYTES = 1024 * 1024
-"""Outgoing bytes buffered per connection (on top of websockets' write buffer)."""
-_WRITE_LIMIT = 64 * 1024
-"""High-water mark of each connection's transport write buffer (websockets' write_limit)."""
 _MAX_SCRAPE = 256
 """Info hashes answered per scrape; a scrape for "all" lists at most this many swarms."""
 
@@ -135,19 +127,13 @@ class _Swarm:
         return self.complete, len(self.peers) - self.complete
 
 
-class _Connection:
-    __slots__ = ("closed", "memberships", "queue", "queued_bytes", "wakeup", "ws")
-
+class _Connection(Client):
     def __init__(self, ws: ServerConnection) -> None:
-        self.ws = ws
-        self.queue: deque[str] = deque()
-        self.queued_bytes = 0
-        self.wakeup = asyncio.Event()
+        super().__init__(ws)
         self.memberships: set[tuple[str, str]] = set()
-        self.closed = False
 
 
-class TrackerServer:
+class TrackerServer(WebSocketServer[_Connection]):
     """A running WebTorrent tracker. Create it with :func:`serve_tracker`.
 
     It is an async context manager that closes the server on exit. All state lives in
@@ -167,50 +153,24 @@ class TrackerServer:
         peer_timeout: float,
     ) -> None:
         """Internal: use :func:`serve_tracker`, which validates the arguments and starts it."""
-        self._host = host
-        self._port = 0
+        super().__init__(host=host, max_message_size=max_message_size)
         self._interval = interval
-        self._max_message_size = max_message_size
         self._max_peers_per_swarm = max_peers_per_swarm
         self._max_offers = max_offers_per_announce
         self._max_swarms = max_swarms
         self._max_peers_per_connection = max_peers_per_connection
         self._peer_timeout = peer_timeout
         self._swarms: dict[str, _Swarm] = {}
-        self._connections: set[_Connection] = set()
-        self._server: Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
-        self._closed = asyncio.Event()
-        self._close_lock = asyncio.Lock()
-        self._messages_in = 0
-        self._messages_out = 0
         self._offers_forwarded = 0
         self._answers_forwarded = 0
         self._answers_unroutable = 0
         self._offers_truncated = 0
         self._dropped_malformed = 0
-        self._dropped_oversize = 0
-        self._dropped_backpressure = 0
         self._rejected_full = 0
         self._peers_expired = 0
 
     # ------------------------------------------------------------------ public face
-
-    @property
-    def host(self) -> str:
-        """The host the server was asked to bind."""
-        return self._host
-
-    @property
-    def port(self) -> int:
-        """The bound TCP port (the real one when ``port=0`` was requested)."""
-        return self._port
-
-    @property
-    def url(self) -> str:
-        """The announce URL to give clients, e.g. ``ws://127.0.0.1:8000``."""
-        host = f"[{self._host}]" if ":" in self._host else self._host
-        return f"ws://{host}:{self._port}"
 
     @property
     def interval(self) -> float:
@@ -236,97 +196,25 @@ class TrackerServer:
             peers_expired=self._peers_expired,
         )
 
-    async def close(self) -> None:
-        """Stop accepting connections, close open ones (code 1001) and forget all swarms.
-
-        Idempotent; returns once every connection handler has finished.
-        """
-        async with self._close_lock:
-            if self._closed.is_set():
-                return
-            if self._sweeper is not None:
-                self._sweeper.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._sweeper
-            if self._server is not None:
-                self._server.close()
-                await self._server.wait_closed()
-            self._swarms.clear()
-            self._closed.set()
-            _log.info("tracker on %s closed", self.url)
-
-    async def serve_forever(self) -> None:
-        """Serve until :meth:`close` is called or this coroutine is cancelled (which
-        closes the server)."""
-        try:
-            await self._closed.wait()
-        finally:
-            await asyncio.shield(self.close())
-
-    async def __aenter__(self) -> TrackerServer:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
-
     # ------------------------------------------------------------------ lifecycle
 
+    kind = "tracker"
+
     async def _start(self, port: int) -> None:
-        self._server = await serve(
-            self._handle,
-            self._host,
-            port,
-            compression=None,  # as bittorrent-tracker: no permessage-deflate
-            max_size=self._max_message_size,
-            max_queue=16,
-            write_limit=_WRITE_LIMIT,
-            close_timeout=5,
-        )
-        sockets = self._server.sockets
-        self._port = int(sockets[0].getsockname()[1]) if sockets else port
+        await self._listen(port)
         self._sweeper = asyncio.create_task(self._sweep_loop(), name="tracker-peer-sweeper")
-        _log.info("tracker listening on %s", self.url)
 
-    async def _handle(self, ws: ServerConnection) -> None:
-        conn = _Connection(ws)
-        self._connections.add(conn)
-        writer = asyncio.create_task(self._write_loop(conn))
-        try:
-            async for message in ws:
-                self._messages_in += 1
-                try:
-                    self._on_message(conn, message)
-                except Exception:  # a bug here must not take the connection down
-                    _log.exception("tracker failed to handle a message")
-        except ConnectionClosedError as exc:
-            if exc.sent is not None and exc.sent.code == CloseCode.MESSAGE_TOO_BIG:
-                self._dropped_oversize += 1
-                _log.debug("closed %s: message larger than %d bytes", ws.id, self._max_message_size)
-        finally:
-            conn.closed = True
-            self._connections.discard(conn)
-            self._forget_connection(conn)
-            writer.cancel()
+    def _new_client(self, ws: ServerConnection) -> _Connection:
+        return _Connection(ws)
+
+    async def _on_close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await writer
+                await self._sweeper
 
-    async def _write_loop(self, conn: _Connection) -> None:
-        while True:
-            while not conn.queue:
-                conn.wakeup.clear()
-                await conn.wakeup.wait()
-            text = conn.queue.popleft()
-            conn.queued_bytes -= len(text)
-            try:
-                await conn.ws.send(text)
-            except ConnectionClosed:
-                return
-            self._messages_out += 1
+    def _on_closed(self) -> None:
+        self._swarms.clear()
 
     async def _sweep_loop(self) -> None:
         period = min(max(self._peer_timeout / 4, 0.05), 30.0)
@@ -459,21 +347,6 @@ class TrackerServer:
             if swarm is not None and peer is not None and peer.conn is conn:
                 self._remove_peer(info_hash, swarm, peer)
         conn.memberships.clear()
-
-    def _send(self, conn: _Connection, text: str) -> None:
-        """Queue ``text`` (ASCII JSON, so len == bytes) for ``conn`` without blocking."""
-        if conn.closed:
-            return
-        if conn.queue and (
-            len(conn.queue) >= _MAX_QUEUED_MESSAGES
-            or conn.queued_bytes + len(text) > _MAX_QUEUED_BYTES
-        ):
-            self._dropped_backpressure += 1
-            _log.debug("send queue of %s full; message dropped", conn.ws.id)
-            return
-        conn.queue.append(text)
-        conn.queued_bytes += len(text)
-        conn.wakeup.set()
 
 
 async def serve_tracker(
