@@ -39,7 +39,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Callable
 
 from .._wire.nostr import (
@@ -62,7 +62,7 @@ from .._wire.nostr import (
 from .._wire.topics import gen_id
 from ..errors import RelayProtocolError
 from . import RelayHealth, RelayState, TopicHandler, register_relay
-from .websocket import Backoff, ReconnectingWebSocket, SocketState
+from .websocket import Backoff, OrderedSender, ReconnectingWebSocket, SocketState
 
 __all__ = [
     "ACK_TIMEOUT",
@@ -90,8 +90,6 @@ MAX_PENDING_ACKS = 1024
 MAX_PENDING_PUBLISHES = 256
 SUBSCRIPTION_ID_LENGTH = 64
 
-_READY = object()
-"""Queue marker: the subscriptions of this connection are written; call ``on_ready``."""
 
 _process_key: NostrKey | None = None
 
@@ -102,17 +100,6 @@ def process_key() -> NostrKey:
     if _process_key is None:
         _process_key = NostrKey.generate()
     return _process_key
-
-
-class _Outgoing:
-    __slots__ = ("done", "generation", "item")
-
-    def __init__(
-        self, item: str | object, generation: int, done: asyncio.Future[bool] | None
-    ) -> None:
-        self.item = item
-        self.generation = generation
-        self.done = done
 
 
 class NostrRelay:
@@ -165,11 +152,9 @@ class NostrRelay:
         self._rate_limit_reason: str | None = None
         self._pending_acks: OrderedDict[str, float] = OrderedDict()
         self._seen: OrderedDict[str, None] = OrderedDict()
-        self._generation = 0
-        self._queue: deque[_Outgoing] = deque()
-        self._pending_publishes = 0
-        self._wakeup = asyncio.Event()
-        self._writer = asyncio.ensure_future(self._write_loop())
+        self._sender = OrderedSender(
+            url, self._send, self._became_ready, max_pending=MAX_PENDING_PUBLISHES
+        )
         self._socket = ReconnectingWebSocket(
             url,
             on_open=self._opened,
@@ -207,7 +192,7 @@ class NostrRelay:
         if self.backing_off:
             logger.debug("%s: rate-limit backoff; not publishing", self.url)
             return False
-        if self._pending_publishes >= MAX_PENDING_PUBLISHES:
+        if self._sender.pending >= MAX_PENDING_PUBLISHES:
             logger.debug("%s: too many publishes waiting; refused one", self.url)
             return False
         try:
@@ -219,13 +204,7 @@ class NostrRelay:
             logger.debug("%s: could not build an event: %r", self.url, exc)
             return False
         self._track_ack(event["id"])
-        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._pending_publishes += 1
-        try:
-            self._enqueue(message, done)
-            return await done
-        finally:
-            self._pending_publishes -= 1
+        return await self._sender.send(message)
 
     def on_ready(self, callback: Callable[[], None]) -> Callable[[], None]:
         self._ready_callbacks.append(callback)
@@ -309,9 +288,7 @@ class NostrRelay:
         self._ready = False
         if self._on_closed is not None:
             self._on_closed(self)
-        self._writer.cancel()
-        await asyncio.gather(self._writer, return_exceptions=True)
-        self._fail_queued()
+        await self._sender.close()
         if self._retire_task is not None:
             await asyncio.gather(self._retire_task, return_exceptions=True)
         await self._socket.close()
@@ -324,8 +301,8 @@ class NostrRelay:
         logger.warning("%s: relay rejected us (%s); not using it any more", self.url, reason)
         self._retired = reason
         self._ready = False
-        self._generation += 1
-        self._fail_queued()
+        self._sender.new_connection()
+        self._sender.fail_queued()
         self._pending_acks.clear()
         self._retire_task = asyncio.ensure_future(self._socket.close())
 
@@ -386,62 +363,32 @@ class NostrRelay:
         while len(self._sub_ids) > len(chunks):
             sub_id = self._sub_ids.pop()
             if close_surplus:
-                self._enqueue(encode_close(sub_id))
+                self._sender.enqueue(encode_close(sub_id))
         since = int(self._wall_clock())
         for i, chunk in enumerate(chunks):
             if i == len(self._sub_ids):
                 self._sub_ids.append(gen_id(SUBSCRIPTION_ID_LENGTH))
-            self._enqueue(encode_req(self._sub_ids[i], chunk, since))
+            self._sender.enqueue(encode_req(self._sub_ids[i], chunk, since))
 
     # -- outgoing ---------------------------------------------------------------------------
 
-    def _enqueue(self, item: str | object, done: asyncio.Future[bool] | None = None) -> None:
-        self._queue.append(_Outgoing(item, self._generation, done))
-        self._wakeup.set()
+    async def _send(self, text: str) -> bool:
+        return await self._socket.send(text)
 
-    def _fail_queued(self) -> None:
-        while self._queue:
-            entry = self._queue.popleft()
-            if entry.done is not None and not entry.done.done():
-                entry.done.set_result(False)
-
-    async def _write_loop(self) -> None:
-        while True:
-            while not self._queue:
-                self._wakeup.clear()
-                await self._wakeup.wait()
-            entry = self._queue.popleft()
-            if entry.generation != self._generation:  # queued for a connection now gone
-                if entry.done is not None and not entry.done.done():
-                    entry.done.set_result(False)
-                continue
-            if entry.item is _READY:
-                self._ready = True
-                for callback in list(self._ready_callbacks):
-                    self._call(callback)
-                continue
-            assert isinstance(entry.item, str)
-            try:
-                sent = await self._socket.send(entry.item)
-            except asyncio.CancelledError:
-                if entry.done is not None and not entry.done.done():
-                    entry.done.set_result(False)
-                raise
-            except Exception as exc:
-                logger.debug("%s: could not send a message: %r", self.url, exc)
-                sent = False
-            if entry.done is not None and not entry.done.done():
-                entry.done.set_result(sent)
+    def _became_ready(self) -> None:
+        self._ready = True
+        for callback in list(self._ready_callbacks):
+            self._call(callback)
 
     def _opened(self) -> None:
         # A new connection: whatever was queued for the old one is stale (subscriptions
         # are re-sent in full below), and nothing is ready until they are written.
-        self._generation += 1
+        self._sender.new_connection()
         self._ready = False
         if self._retired is not None:
             return
         self._enqueue_subscriptions(close_surplus=False)
-        self._enqueue(_READY)
+        self._sender.mark_ready()
 
     # -- incoming ---------------------------------------------------------------------------
 

@@ -15,12 +15,13 @@ import asyncio
 import enum
 import logging
 import random
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Awaitable, Callable
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
-__all__ = ["Backoff", "ReconnectingWebSocket", "SocketState"]
+__all__ = ["Backoff", "OrderedSender", "ReconnectingWebSocket", "SocketState"]
 
 logger = logging.getLogger(__name__)
 
@@ -161,3 +162,124 @@ class ReconnectingWebSocket:
             self.state = SocketState.BACKING_OFF
             await asyncio.sleep(self._backoff.next_delay())
         self.state = SocketState.CLOSED
+
+
+_READY = object()
+"""Queue marker: everything queued before it for this connection has been written."""
+
+
+class _Queued:
+    __slots__ = ("done", "generation", "item")
+
+    def __init__(
+        self, item: str | object, generation: int, done: asyncio.Future[bool] | None
+    ) -> None:
+        self.item = item
+        self.generation = generation
+        self.done = done
+
+
+class OrderedSender:
+    """Writes text messages through ``send`` strictly in the order they were queued, one
+    connection at a time.
+
+    After :meth:`new_connection`, whatever was queued for the previous connection is
+    dropped (a waiting :meth:`send` returns False). :meth:`mark_ready` queues a marker:
+    ``on_ready()`` runs once everything queued before it has been written — relays use it
+    to announce only after their subscriptions reached the server. At most
+    ``max_pending`` :meth:`send` calls wait at once; more return False at once.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        send: Callable[[str], Awaitable[bool]],
+        on_ready: Callable[[], None],
+        *,
+        max_pending: int = 256,
+    ) -> None:
+        self.url = url
+        self._send = send
+        self._on_ready = on_ready
+        self._max_pending = max_pending
+        self._generation = 0
+        self._queue: deque[_Queued] = deque()
+        self._pending = 0
+        self._wakeup = asyncio.Event()
+        self._writer = asyncio.ensure_future(self._write_loop())
+
+    @property
+    def pending(self) -> int:
+        """How many :meth:`send` calls are waiting for their message to be written."""
+        return self._pending
+
+    def new_connection(self) -> None:
+        """Everything queued so far belongs to a connection that is gone."""
+        self._generation += 1
+
+    def enqueue(self, text: str) -> None:
+        """Queue ``text`` without waiting for it to be written."""
+        self._put(text, None)
+
+    def mark_ready(self) -> None:
+        """Call ``on_ready()`` once everything queued so far has been written."""
+        self._put(_READY, None)
+
+    async def send(self, text: str) -> bool:
+        """Queue ``text`` and return whether it was written (False when the connection
+        went away first, or too many sends are already waiting)."""
+        if self._pending >= self._max_pending:
+            logger.debug("%s: %d messages waiting; refused one", self.url, self._pending)
+            return False
+        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._pending += 1
+        try:
+            self._put(text, done)
+            return await done
+        finally:
+            self._pending -= 1
+
+    def fail_queued(self) -> None:
+        """Drop everything queued; waiting senders get False."""
+        while self._queue:
+            _resolve(self._queue.popleft().done, False)
+
+    async def close(self) -> None:
+        self._writer.cancel()
+        await asyncio.gather(self._writer, return_exceptions=True)
+        self.fail_queued()
+
+    def _put(self, item: str | object, done: asyncio.Future[bool] | None) -> None:
+        self._queue.append(_Queued(item, self._generation, done))
+        self._wakeup.set()
+
+    async def _write_loop(self) -> None:
+        while True:
+            while not self._queue:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+            entry = self._queue.popleft()
+            if entry.generation != self._generation:  # queued for a connection now gone
+                _resolve(entry.done, False)
+                continue
+            if entry.item is _READY:
+                try:
+                    self._on_ready()
+                except Exception:
+                    logger.exception("%s: ready callback raised", self.url)
+                continue
+            assert isinstance(entry.item, str)
+            try:
+                sent = await self._send(entry.item)
+            except asyncio.CancelledError:
+                _resolve(entry.done, False)
+                raise
+            except Exception as exc:  # e.g. a lone surrogate that cannot be UTF-8 encoded
+                logger.debug("%s: could not send a message: %r", self.url, exc)
+                sent = False
+            _resolve(entry.done, sent)
+
+
+def _resolve(done: asyncio.Future[bool] | None, value: bool) -> None:
+    if done is not None and not done.done():
+        done.set_result(value)

@@ -31,12 +31,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from . import RelayHealth, RelayState, TopicHandler, TopicRelay, register_relay
-from .websocket import Backoff, ReconnectingWebSocket, SocketState
+from .websocket import Backoff, OrderedSender, ReconnectingWebSocket, SocketState
 
 __all__ = ["DEFAULT_MAX_MESSAGE_SIZE", "WsRelay", "acquire_ws_relay"]
 
@@ -48,23 +47,9 @@ DEFAULT_MAX_MESSAGE_SIZE = 256 * 1024
 #: Publishes waiting to be written before further ones are refused (``publish`` → False).
 MAX_PENDING_PUBLISHES = 256
 
-_READY = object()
-"""Queue marker: the subscriptions of this connection are written; call ``on_ready``."""
-
 
 def _encode(frame: dict[str, str]) -> str:
     return json.dumps(frame, separators=(",", ":"))
-
-
-class _Outgoing:
-    __slots__ = ("done", "generation", "item")
-
-    def __init__(
-        self, item: str | object, generation: int, done: asyncio.Future[bool] | None
-    ) -> None:
-        self.item = item
-        self.generation = generation
-        self.done = done
 
 
 class WsRelay:
@@ -91,12 +76,10 @@ class WsRelay:
         self._closed = False
         self._on_closed = on_closed
         self._messages_dropped = 0
-        self._generation = 0
-        self._queue: deque[_Outgoing] = deque()
-        self._pending_publishes = 0
-        self._wakeup = asyncio.Event()
         self._loop = asyncio.get_running_loop()
-        self._writer = asyncio.ensure_future(self._write_loop())
+        self._sender = OrderedSender(
+            url, self._send, self._became_ready, max_pending=MAX_PENDING_PUBLISHES
+        )
         self._socket = ReconnectingWebSocket(
             url,
             on_open=self._opened,
@@ -116,7 +99,7 @@ class WsRelay:
         if handlers is None:
             self._handlers[topic] = [handler]
             if self._socket.is_open:
-                self._enqueue(_encode({"type": "subscribe", "topic": topic}))
+                self._sender.enqueue(_encode({"type": "subscribe", "topic": topic}))
         elif handler not in handlers:
             handlers.append(handler)
 
@@ -128,22 +111,14 @@ class WsRelay:
         if not handlers:
             del self._handlers[topic]
             if self._socket.is_open:
-                self._enqueue(_encode({"type": "unsubscribe", "topic": topic}))
+                self._sender.enqueue(_encode({"type": "unsubscribe", "topic": topic}))
 
     async def publish(self, topic: str, text: str) -> bool:
         if self._closed or not self._socket.is_open:
             return False
-        if self._pending_publishes >= MAX_PENDING_PUBLISHES:
-            logger.debug("%s: too many publishes waiting; refused one", self.url)
-            return False
-        frame = _encode({"type": "publish", "topic": topic, "payload": text})
-        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._pending_publishes += 1
-        try:
-            self._enqueue(frame, done)
-            return await done
-        finally:
-            self._pending_publishes -= 1
+        return await self._sender.send(
+            _encode({"type": "publish", "topic": topic, "payload": text})
+        )
 
     def on_ready(self, callback: Callable[[], None]) -> Callable[[], None]:
         self._ready_callbacks.append(callback)
@@ -206,61 +181,29 @@ class WsRelay:
         self._ready = False
         if self._on_closed is not None:
             self._on_closed(self)
-        self._writer.cancel()
-        await asyncio.gather(self._writer, return_exceptions=True)
-        self._fail_queued()
+        await self._sender.close()
         await self._socket.close()
         self._handlers.clear()
         self._ready_callbacks.clear()
 
     # -- outgoing ---------------------------------------------------------------------------
 
-    def _enqueue(self, item: str | object, done: asyncio.Future[bool] | None = None) -> None:
-        self._queue.append(_Outgoing(item, self._generation, done))
-        self._wakeup.set()
+    async def _send(self, text: str) -> bool:
+        return await self._socket.send(text)
 
-    def _fail_queued(self) -> None:
-        while self._queue:
-            entry = self._queue.popleft()
-            if entry.done is not None and not entry.done.done():
-                entry.done.set_result(False)
-
-    async def _write_loop(self) -> None:
-        while True:
-            while not self._queue:
-                self._wakeup.clear()
-                await self._wakeup.wait()
-            entry = self._queue.popleft()
-            if entry.generation != self._generation:  # queued for a connection now gone
-                if entry.done is not None and not entry.done.done():
-                    entry.done.set_result(False)
-                continue
-            if entry.item is _READY:
-                self._ready = True
-                for callback in list(self._ready_callbacks):
-                    self._call(callback)
-                continue
-            assert isinstance(entry.item, str)
-            try:
-                sent = await self._socket.send(entry.item)
-            except asyncio.CancelledError:
-                if entry.done is not None and not entry.done.done():
-                    entry.done.set_result(False)
-                raise
-            except Exception as exc:  # e.g. a lone surrogate that cannot be UTF-8 encoded
-                logger.debug("%s: could not send a frame: %r", self.url, exc)
-                sent = False
-            if entry.done is not None and not entry.done.done():
-                entry.done.set_result(sent)
+    def _became_ready(self) -> None:
+        self._ready = True
+        for callback in list(self._ready_callbacks):
+            self._call(callback)
 
     def _opened(self) -> None:
         # A new connection: whatever was queued for the old one is stale (subscriptions
         # are re-sent in full below), and nothing is ready until they are written.
-        self._generation += 1
+        self._sender.new_connection()
         self._ready = False
         for topic in self._handlers:
-            self._enqueue(_encode({"type": "subscribe", "topic": topic}))
-        self._enqueue(_READY)
+            self._sender.enqueue(_encode({"type": "subscribe", "topic": topic}))
+        self._sender.mark_ready()
 
     # -- incoming ---------------------------------------------------------------------------
 
