@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import errno
 from typing import TYPE_CHECKING
 
 from peermesh.servers.relay import RelayServer, serve_relay
 
 from ._arguments import port_number
-from ._output import EXIT_OK, CliError, stdout
-from ._signals import wait_for_stop_signal
+from ._serving import serve_until_stopped
 
 if TYPE_CHECKING:
     from ._app import SubParsers
@@ -49,34 +47,12 @@ async def run_relay(args: argparse.Namespace) -> int:
     """Serve until a stop signal; print the URL on start and a one-line tally on stop."""
     host: str = args.host
     port: int = args.port
-    relay = await _start(host, port)
-    async with relay:
-        stdout.print(f"relay listening on {relay.url}", soft_wrap=True)
-        stdout.print("press Ctrl-C to stop", style="dim")
-        await wait_for_stop_signal()
+
+    def tally(relay: RelayServer) -> str:
         stats = relay.stats()
-    stdout.print(
-        f"relay stopped ({stats.messages_in} messages in, {stats.messages_out} out, "
-        f"{stats.published} published)",
-        soft_wrap=True,
-    )
-    return EXIT_OK
+        return (
+            f"{stats.messages_in} messages in, {stats.messages_out} out, "
+            f"{stats.published} published"
+        )
 
-
-async def _start(host: str, port: int) -> RelayServer:
-    """Start the relay, turning bind failures into one-line :class:`CliError`s."""
-    try:
-        return await serve_relay(host, port)
-    except OSError as exc:
-        where = f"{host}:{port}"
-        if exc.errno == errno.EADDRINUSE:
-            raise CliError(
-                f"cannot listen on {where}: the port is already in use "
-                "(pick another with --port, or --port 0 for a free one)"
-            ) from None
-        if exc.errno == errno.EACCES:
-            raise CliError(f"cannot listen on {where}: permission denied") from None
-        if exc.errno == errno.EADDRNOTAVAIL:
-            raise CliError(f"cannot listen on {where}: no such local address") from None
-        reason = exc.strerror or str(exc)
-        raise CliError(f"cannot listen on {where}: {reason}") from None
+    return await serve_until_stopped("relay", host, port, lambda: serve_relay(host, port), tally)

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import errno
 from typing import TYPE_CHECKING
 
 from peermesh.servers.tracker import TrackerServer, serve_tracker
 
 from ._arguments import port_number, positive_float
-from ._output import EXIT_OK, CliError, stdout
-from ._signals import wait_for_stop_signal
+from ._serving import serve_until_stopped
 
 if TYPE_CHECKING:
     from ._app import SubParsers
@@ -57,34 +55,14 @@ async def run_tracker(args: argparse.Namespace) -> int:
     """Serve until a stop signal; print the URL on start and a one-line tally on stop."""
     host: str = args.host
     port: int = args.port
-    tracker = await _start(host, port, args.interval)
-    async with tracker:
-        stdout.print(f"tracker listening on {tracker.url}", soft_wrap=True)
-        stdout.print("press Ctrl-C to stop", style="dim")
-        await wait_for_stop_signal()
+
+    def tally(tracker: TrackerServer) -> str:
         stats = tracker.stats()
-    stdout.print(
-        f"tracker stopped ({stats.messages_in} messages in, {stats.messages_out} out, "
-        f"{stats.offers_forwarded} offers and {stats.answers_forwarded} answers relayed)",
-        soft_wrap=True,
+        return (
+            f"{stats.messages_in} messages in, {stats.messages_out} out, "
+            f"{stats.offers_forwarded} offers and {stats.answers_forwarded} answers relayed"
+        )
+
+    return await serve_until_stopped(
+        "tracker", host, port, lambda: serve_tracker(host, port, interval=args.interval), tally
     )
-    return EXIT_OK
-
-
-async def _start(host: str, port: int, interval: float) -> TrackerServer:
-    """Start the tracker, turning bind failures into one-line :class:`CliError`s."""
-    try:
-        return await serve_tracker(host, port, interval=interval)
-    except OSError as exc:
-        where = f"{host}:{port}"
-        if exc.errno == errno.EADDRINUSE:
-            raise CliError(
-                f"cannot listen on {where}: the port is already in use "
-                "(pick another with --port, or --port 0 for a free one)"
-            ) from None
-        if exc.errno == errno.EACCES:
-            raise CliError(f"cannot listen on {where}: permission denied") from None
-        if exc.errno == errno.EADDRNOTAVAIL:
-            raise CliError(f"cannot listen on {where}: no such local address") from None
-        reason = exc.strerror or str(exc)
-        raise CliError(f"cannot listen on {where}: {reason}") from None
