@@ -11,17 +11,20 @@ written once (:mod:`.topic`).
 from __future__ import annotations
 
 import enum
+import logging
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 __all__ = [
+    "ReadyCallbacks",
     "RelayHealth",
     "RelayState",
     "Signaller",
     "TopicHandler",
     "TopicRelay",
+    "call_logged",
     "register_relay",
     "relay_health",
 ]
@@ -115,3 +118,41 @@ def register_relay(relay: _HasHealth) -> None:
 def relay_health() -> list[RelayHealth]:
     """The health of every relay connection this process holds, sorted by URL."""
     return sorted((relay.health() for relay in list(_live_relays)), key=lambda h: h.url)
+
+
+def call_logged(url: str, callback: Callable[..., None], *args: str | None) -> None:
+    """Call a user or room callback for relay ``url``; an exception is logged, never
+    propagated into the relay's connection handling."""
+    try:
+        callback(*args)
+    except Exception:
+        logging.getLogger(__name__).exception("%s: callback %r raised", url, callback)
+
+
+class ReadyCallbacks:
+    """The ``on_ready`` registrations of one relay connection."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._callbacks: list[Callable[[], None]] = []
+
+    def add(self, callback: Callable[[], None], *, ready_now: bool) -> Callable[[], None]:
+        """Register ``callback`` (calling it at once if ``ready_now``); return a function
+        that unregisters it."""
+        self._callbacks.append(callback)
+        if ready_now:
+            call_logged(self.url, callback)
+
+        def unregister() -> None:
+            if callback in self._callbacks:
+                self._callbacks.remove(callback)
+
+        return unregister
+
+    def fire(self) -> None:
+        """The subscriptions are (re-)established: call every registered callback."""
+        for callback in list(self._callbacks):
+            call_logged(self.url, callback)
+
+    def clear(self) -> None:
+        self._callbacks.clear()

@@ -37,7 +37,7 @@ import aiomqtt
 import paho.mqtt.client as paho
 from aiomqtt import MqttError, ProtocolVersion
 
-from . import RelayHealth, RelayState, TopicHandler, register_relay
+from . import ReadyCallbacks, RelayHealth, RelayState, TopicHandler, register_relay
 from .websocket import Backoff
 
 __all__ = [
@@ -167,7 +167,7 @@ class MqttRelay:
         #: Successful connections so far (the first one included).
         self.connections = 0
         self._handlers: dict[str, list[TopicHandler]] = {}
-        self._ready_callbacks: list[Callable[[], None]] = []
+        self._ready_callbacks = ReadyCallbacks(url)
         self._client: aiomqtt.Client | None = None
         self._subscribed: set[str] = set()
         self._dirty = asyncio.Event()
@@ -239,15 +239,7 @@ class MqttRelay:
         return True
 
     def on_ready(self, callback: Callable[[], None]) -> Callable[[], None]:
-        self._ready_callbacks.append(callback)
-        if self.is_open:
-            self._call(callback)
-
-        def unregister() -> None:
-            with contextlib.suppress(ValueError):
-                self._ready_callbacks.remove(callback)
-
-        return unregister
+        return self._ready_callbacks.add(callback, ready_now=self.is_open)
 
     def health(self) -> RelayHealth:
         return RelayHealth(
@@ -286,12 +278,6 @@ class MqttRelay:
     def _changed(self) -> None:
         self._synced.clear()
         self._dirty.set()
-
-    def _call(self, callback: Callable[..., None], *args: str) -> None:
-        try:
-            callback(*args)
-        except Exception:
-            logger.exception("%s: callback %r raised", self.url, callback)
 
     def _new_client(self) -> aiomqtt.Client:
         url = self._parsed
@@ -369,8 +355,7 @@ class MqttRelay:
         self.state = RelayState.OPEN
         self.last_error = None
         logger.debug("%s: connected, %d topic(s) subscribed", self.url, len(self._subscribed))
-        for callback in list(self._ready_callbacks):
-            self._call(callback)
+        self._ready_callbacks.fire()
         reader = asyncio.ensure_future(self._read(client))
         syncer = asyncio.ensure_future(self._keep_synced(client))
         stop = asyncio.ensure_future(self._stop.wait())

@@ -61,7 +61,7 @@ from .._wire.nostr import (
 )
 from .._wire.topics import gen_id
 from ..errors import RelayProtocolError
-from . import RelayHealth, RelayState, TopicHandler, register_relay
+from . import ReadyCallbacks, RelayHealth, RelayState, TopicHandler, call_logged, register_relay
 from .websocket import Backoff, OrderedSender, ReconnectingWebSocket, SocketState
 
 __all__ = [
@@ -136,7 +136,8 @@ class NostrRelay:
         self._topics: dict[str, list[TopicHandler]] = {}
         self._sub_ids: list[str] = []
         self._flush_scheduled = False
-        self._ready_callbacks: list[Callable[[], None]] = []
+        self._ready_callbacks = ReadyCallbacks(url)
+        self._loop = asyncio.get_running_loop()
         self._ready = False
         self._uses = 1
         self._closed = False
@@ -207,15 +208,7 @@ class NostrRelay:
         return await self._sender.send(message)
 
     def on_ready(self, callback: Callable[[], None]) -> Callable[[], None]:
-        self._ready_callbacks.append(callback)
-        if self.is_ready:
-            self._call(callback)
-
-        def remove() -> None:
-            if callback in self._ready_callbacks:
-                self._ready_callbacks.remove(callback)
-
-        return remove
+        return self._ready_callbacks.add(callback, ready_now=self.is_ready)
 
     def health(self) -> RelayHealth:
         socket = self._socket
@@ -377,8 +370,7 @@ class NostrRelay:
 
     def _became_ready(self) -> None:
         self._ready = True
-        for callback in list(self._ready_callbacks):
-            self._call(callback)
+        self._ready_callbacks.fire()
 
     def _opened(self) -> None:
         # A new connection: whatever was queued for the old one is stale (subscriptions
@@ -442,13 +434,7 @@ class NostrRelay:
             return
         content: str = event["content"]
         for handler in list(handlers):
-            self._call(handler, topic, content)
-
-    def _call(self, callback: Callable[..., None], *args: str | None) -> None:
-        try:
-            callback(*args)
-        except Exception:
-            logger.exception("%s: handler %r raised", self.url, callback)
+            call_logged(self.url, handler, topic, content)
 
 
 _relays: dict[str, NostrRelay] = {}
@@ -459,7 +445,8 @@ def acquire_nostr_relay(url: str) -> NostrRelay:
     use, to be given back with :meth:`NostrRelay.release`. Must be called inside a running
     loop."""
     relay = _relays.get(url)
-    if relay is not None and not relay.is_closed:
+    # (An instance left behind by an event loop that has since ended is replaced.)
+    if relay is not None and not relay.is_closed and relay._loop is asyncio.get_running_loop():
         relay._acquire()
         return relay
     relay = _relays[url] = NostrRelay(url, on_closed=_forget)

@@ -21,6 +21,8 @@ from collections.abc import Awaitable, Callable
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
+from . import call_logged
+
 __all__ = ["Backoff", "OrderedSender", "ReconnectingWebSocket", "SocketState"]
 
 logger = logging.getLogger(__name__)
@@ -119,12 +121,6 @@ class ReconnectingWebSocket:
             await ws.close()
         await asyncio.gather(self._task, return_exceptions=True)
 
-    def _call(self, callback: Callable[..., None], *args: str) -> None:
-        try:
-            callback(*args)
-        except Exception:
-            logger.exception("%s: handler %r raised", self.url, callback)
-
     async def _run(self) -> None:
         while not self._closing:
             self.state = SocketState.CONNECTING
@@ -140,12 +136,12 @@ class ReconnectingWebSocket:
                     self.state = SocketState.OPEN
                     self._backoff.reset()
                     logger.debug("%s: connected", self.url)
-                    self._call(self._on_open)
+                    call_logged(self.url, self._on_open)
                     async for message in ws:
                         self.messages_received += 1
                         if isinstance(message, bytes):
                             message = message.decode("utf-8", "replace")
-                        self._call(self._on_message, message)
+                        call_logged(self.url, self._on_message, message)
                     self.last_error = "closed by the relay"
             except (OSError, TimeoutError, InvalidHandshake, ConnectionClosed) as exc:
                 self.last_error = f"{type(exc).__name__}: {exc}"

@@ -34,7 +34,15 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from . import RelayHealth, RelayState, TopicHandler, TopicRelay, register_relay
+from . import (
+    ReadyCallbacks,
+    RelayHealth,
+    RelayState,
+    TopicHandler,
+    TopicRelay,
+    call_logged,
+    register_relay,
+)
 from .websocket import Backoff, OrderedSender, ReconnectingWebSocket, SocketState
 
 __all__ = ["DEFAULT_MAX_MESSAGE_SIZE", "WsRelay", "acquire_ws_relay"]
@@ -70,7 +78,7 @@ class WsRelay:
     ) -> None:
         self.url = url
         self._handlers: dict[str, list[TopicHandler]] = {}
-        self._ready_callbacks: list[Callable[[], None]] = []
+        self._ready_callbacks = ReadyCallbacks(url)
         self._ready = False
         self._uses = 1
         self._closed = False
@@ -121,15 +129,7 @@ class WsRelay:
         )
 
     def on_ready(self, callback: Callable[[], None]) -> Callable[[], None]:
-        self._ready_callbacks.append(callback)
-        if self.is_ready:
-            self._call(callback)
-
-        def remove() -> None:
-            if callback in self._ready_callbacks:
-                self._ready_callbacks.remove(callback)
-
-        return remove
+        return self._ready_callbacks.add(callback, ready_now=self.is_ready)
 
     def health(self) -> RelayHealth:
         socket = self._socket
@@ -193,8 +193,7 @@ class WsRelay:
 
     def _became_ready(self) -> None:
         self._ready = True
-        for callback in list(self._ready_callbacks):
-            self._call(callback)
+        self._ready_callbacks.fire()
 
     def _opened(self) -> None:
         # A new connection: whatever was queued for the old one is stale (subscriptions
@@ -235,17 +234,11 @@ class WsRelay:
             logger.debug("%s: message for topic %.64r we are not subscribed to", self.url, topic)
             return
         for handler in list(handlers):
-            self._call(handler, topic, payload)
+            call_logged(self.url, handler, topic, payload)
 
     def _drop(self, why: str, *args: object) -> None:
         self._messages_dropped += 1
         logger.debug("%s: dropped a malformed relay message: " + why, self.url, *args)
-
-    def _call(self, callback: Callable[..., None], *args: str) -> None:
-        try:
-            callback(*args)
-        except Exception:
-            logger.exception("%s: handler %r raised", self.url, callback)
 
 
 if TYPE_CHECKING:
