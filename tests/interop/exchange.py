@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Awaitable, Callable
 
 from peermesh import JoinErrorEvent, Room
 from tests.interop.jspeer import GeneratedBytes, JsPeer, decode_data, deterministic_bytes
+from tests.rooms import eventually
 
 MIB = 1024 * 1024
 
@@ -81,3 +84,55 @@ async def exchange_everything(py: PyPeer, js: JsPeer) -> None:
 
     assert 0 < await py.room.ping(js.self_id) < 2000
     assert 0 <= await js.ping(py_id) < 2000
+
+
+SMALL_ID = "0" * 20  # sorts before any Trystero id: Python makes the offer
+LARGE_ID = "z" * 20  # sorts after any Trystero id: Python answers
+
+#: name: (Python joins first, Python's id) — every join order × id order.
+SCENARIOS = {
+    "py-first-py-offers": (True, SMALL_ID),
+    "py-first-py-answers": (True, LARGE_ID),
+    "js-first-py-offers": (False, SMALL_ID),
+    "js-first-py-answers": (False, LARGE_ID),
+}
+
+
+async def share_a_room(
+    scenario: str,
+    js: JsPeer,
+    py_join: Callable[[str], Awaitable[PyPeer]],
+    js_join: Callable[[], Awaitable[object]],
+    *,
+    join_timeout: float,
+    stagger: float = 0.0,
+) -> None:
+    """Run one of :data:`SCENARIOS`: join in that order (``stagger`` seconds apart), check
+    both see each other, :func:`exchange_everything`, then one side leaves (Trystero when
+    Python joined first, Python otherwise, so both directions are covered) and the other
+    must see it within 2 s. ``py_join(peer_id)`` joins the Python peer."""
+    py_first, py_id = SCENARIOS[scenario]
+    assert js.self_id != py_id
+    if py_first:
+        py = await py_join(py_id)
+        await asyncio.sleep(stagger)
+        await js_join()
+    else:
+        await js_join()
+        await asyncio.sleep(stagger)
+        py = await py_join(py_id)
+    try:
+        await eventually(lambda: py.joined == [js.self_id], join_timeout, "Python to see JS")
+        await js.wait_event("peer-join", peerId=py_id, timeout=5)
+        await exchange_everything(py, js)
+        if py_first:
+            started = time.monotonic()
+            await js.leave()
+            await eventually(lambda: py.left == [js.self_id], 2, "Python to see the leave")
+            assert time.monotonic() - started < 2
+        else:
+            await py.room.leave()
+            await js.wait_event("peer-leave", peerId=py_id, timeout=2)
+        assert py.errors == []
+    finally:
+        await py.room.leave()

@@ -7,7 +7,6 @@ so its JS side is real Trystero core with a protocol adapter (tests/interop/ws-r
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator
 from types import ModuleType
 from typing import Any
@@ -20,7 +19,7 @@ import peermesh.relay
 from peermesh.servers import serve_relay
 from tests.brokers import start_mosquitto
 from tests.interop.conftest import JsPeerFactory
-from tests.interop.exchange import PyPeer, exchange_everything
+from tests.interop.exchange import LARGE_ID, SCENARIOS, SMALL_ID, PyPeer, share_a_room
 from tests.interop.jspeer import decode_data
 from tests.interop.nostr_relay import start_nostr_relay
 from tests.rooms import LOOPBACK, eventually
@@ -28,8 +27,6 @@ from tests.rooms import LOOPBACK, eventually
 pytestmark = pytest.mark.interop
 
 APP = "peermesh-interop"
-SMALL_ID = "0" * 20
-LARGE_ID = "z" * 20
 MODULES: dict[str, ModuleType] = {
     "nostr": peermesh.nostr,
     "mqtt": peermesh.mqtt,
@@ -58,45 +55,21 @@ async def py_join(strategy: str, url: str, peer_id: str, room_id: str, **kw: Any
     return PyPeer(room)
 
 
-SCENARIOS = {
-    "py-first-py-offers": (True, SMALL_ID),
-    "py-first-py-answers": (True, LARGE_ID),
-    "js-first-py-offers": (False, SMALL_ID),
-    "js-first-py-answers": (False, LARGE_ID),
-}
-
-
 @pytest.mark.parametrize("scenario", list(SCENARIOS))
 async def test_python_and_trystero_share_a_room(
     scenario: str, medium: tuple[str, str], js_peer_factory: JsPeerFactory
 ) -> None:
     strategy, url = medium
-    py_first, py_id = SCENARIOS[scenario]
     room_id = f"room-{scenario}"
     js = await js_peer_factory()
-    if py_first:
-        py = await py_join(strategy, url, py_id, room_id)
-        await asyncio.sleep(1.5)  # past Python's first announces: JS finds an incumbent
-        await js.join(room_id, url, app_id=APP, strategy=strategy, actions=["chat"])
-    else:
-        await js.join(room_id, url, app_id=APP, strategy=strategy, actions=["chat"])
-        await asyncio.sleep(1.5)
-        py = await py_join(strategy, url, py_id, room_id)
-    try:
-        await eventually(lambda: py.joined == [js.self_id], 15, "Python to see Trystero")
-        await js.wait_event("peer-join", peerId=py_id, timeout=5)
-        await exchange_everything(py, js)
-        if py_first:
-            started = time.monotonic()
-            await js.leave()
-            await eventually(lambda: py.left == [js.self_id], 2, "Python to see the leave")
-            assert time.monotonic() - started < 2
-        else:
-            await py.room.leave()
-            await js.wait_event("peer-leave", peerId=py_id, timeout=2)
-        assert py.errors == []
-    finally:
-        await py.room.leave()
+    await share_a_room(
+        scenario,
+        js,
+        lambda peer_id: py_join(strategy, url, peer_id, room_id),
+        lambda: js.join(room_id, url, app_id=APP, strategy=strategy, actions=["chat"]),
+        join_timeout=15,
+        stagger=1.5,  # past the incumbent's first announces: it is found as such
+    )
 
 
 async def test_targeted_send_reaches_one_of_two_trystero_peers(

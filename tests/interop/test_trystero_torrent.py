@@ -7,7 +7,6 @@ who joins first and whose peer id is smaller (the smaller id makes the offer).
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -16,7 +15,7 @@ import pytest
 from peermesh.servers.tracker import serve_tracker
 from peermesh.torrent import join_room
 from tests.interop.conftest import JsPeerFactory
-from tests.interop.exchange import PyPeer, exchange_everything
+from tests.interop.exchange import LARGE_ID, SCENARIOS, SMALL_ID, PyPeer, share_a_room
 from tests.interop.jspeer import (
     decode_data,
     start_bittorrent_tracker,
@@ -26,8 +25,6 @@ from tests.rooms import LOOPBACK, eventually
 pytestmark = pytest.mark.interop
 
 APP = "peermesh-interop"
-SMALL_ID = "0" * 20  # sorts before any Trystero id: Python makes the offer
-LARGE_ID = "z" * 20  # sorts after any Trystero id: Python answers
 MIB = 1024 * 1024
 
 
@@ -50,46 +47,20 @@ async def py_join(url: str, peer_id: str, room_id: str, **kw: Any) -> PyPeer:
     return PyPeer(room)
 
 
-SCENARIOS = {
-    # name: (Python joins first, Python's id)
-    "py-first-py-offers": (True, SMALL_ID),
-    "py-first-py-answers": (True, LARGE_ID),
-    "js-first-py-offers": (False, SMALL_ID),
-    "js-first-py-answers": (False, LARGE_ID),
-}
-
-
 @pytest.mark.parametrize("scenario", list(SCENARIOS))
 async def test_python_and_trystero_share_a_room(
     scenario: str, tracker_url: str, js_peer_factory: JsPeerFactory
 ) -> None:
-    py_first, py_id = SCENARIOS[scenario]
     room_id = f"room-{scenario}"
     js = await js_peer_factory()
-    assert js.self_id != py_id
-    if py_first:
-        py = await py_join(tracker_url, py_id, room_id)
-        await js.join(room_id, tracker_url, app_id=APP, actions=["chat"])
-    else:
-        await js.join(room_id, tracker_url, app_id=APP, actions=["chat"])
-        py = await py_join(tracker_url, py_id, room_id)
-    try:
-        # A late joiner with the larger id waits for the incumbent's next announce (10 s).
-        await eventually(lambda: py.joined == [js.self_id], 25, "Python to see Trystero")
-        await js.wait_event("peer-join", peerId=py_id, timeout=5)
-        await exchange_everything(py, js)
-
-        if py_first:  # alternate who leaves: both directions are covered per tracker
-            started = time.monotonic()
-            await js.leave()
-            await eventually(lambda: py.left == [js.self_id], 2, "Python to see the leave")
-            assert time.monotonic() - started < 2
-        else:
-            await py.room.leave()
-            await js.wait_event("peer-leave", peerId=py_id, timeout=2)
-        assert py.errors == []
-    finally:
-        await py.room.leave()
+    # A late joiner with the larger id waits for the incumbent's next announce (10 s).
+    await share_a_room(
+        scenario,
+        js,
+        lambda peer_id: py_join(tracker_url, peer_id, room_id),
+        lambda: js.join(room_id, tracker_url, app_id=APP, actions=["chat"]),
+        join_timeout=25,
+    )
 
 
 async def test_targeted_send_reaches_one_of_two_trystero_peers(
