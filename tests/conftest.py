@@ -7,6 +7,7 @@ suite itself runs inside a loopback-only network namespace (``scripts/isolated``
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -17,6 +18,10 @@ from peermesh._link import wait_links_closed
 from peermesh.servers.tracker import TrackerServer, serve_tracker
 from peermesh.torrent import join_room
 from tests.rooms import LOOPBACK, JoinFactory
+
+# A failing test shows peermesh's own DEBUG log (pytest captures it per test); third-party
+# loggers stay at WARNING so aioice/aiortc chatter does not drown it.
+logging.getLogger("peermesh").setLevel(logging.DEBUG)
 
 
 @pytest.fixture

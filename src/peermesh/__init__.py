@@ -9,8 +9,9 @@ Nostr()])``. Everything else a user touches is re-exported here.
 from __future__ import annotations
 
 from ._default import join_room
+from ._events import ActionMessage, PeerJoined, PeerLeft, RoomEvent
 from ._join import SELF_ID as self_id
-from ._room import Action, JoinErrorEvent, Room
+from ._room import Action, HandshakeHook, HandshakeReceive, HandshakeSend, JoinErrorEvent, Room
 from ._signalling import RelayHealth, RelayState, relay_health
 from .errors import (
     HandshakeError,
@@ -32,11 +33,17 @@ from .torrent import Torrent
 
 __all__ = [
     "Action",
+    "ActionMessage",
     "HandshakeError",
+    "HandshakeHook",
+    "HandshakeReceive",
+    "HandshakeSend",
     "JoinErrorEvent",
     "Mqtt",
     "Nostr",
     "PeerError",
+    "PeerJoined",
+    "PeerLeft",
     "PeerTimeoutError",
     "PeerUnavailableError",
     "PeermeshError",
@@ -47,6 +54,7 @@ __all__ = [
     "RelayState",
     "Room",
     "RoomClosedError",
+    "RoomEvent",
     "SealError",
     "Torrent",
     "UsageError",

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from ._ice import RtcConfigLike
 from ._join import Strategy, join
-from ._room import Room
+from ._room import HandshakeHook, Room
 from .errors import UsageError
 from .nostr import Nostr
 
@@ -23,6 +23,9 @@ async def join_room(
     rtc_config: RtcConfigLike = None,
     ice_addresses: Sequence[str] | None = None,
     peer_id: str | None = None,
+    passive: bool = False,
+    on_peer_handshake: HandshakeHook | None = None,
+    handshake_timeout: float | None = None,
     strategies: Sequence[Strategy] | None = None,
 ) -> Room:
     """Join ``room_id`` of ``app_id`` and return the room.
@@ -48,5 +51,8 @@ async def join_room(
         rtc_config=rtc_config,
         ice_addresses=ice_addresses,
         peer_id=peer_id,
+        passive=passive,
+        on_peer_handshake=on_peer_handshake,
+        handshake_timeout=handshake_timeout,
         strategies=strategies,
     )

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from ._ice import RtcConfigLike, normalise_ice_addresses, to_rtc_configuration
-from ._room import Room
+from ._room import HANDSHAKE_TIMEOUT, HandshakeHook, Room
 from ._shared import shared_links
 from ._signalling import Signaller
 from ._wire.topics import gen_id, is_peer_id
@@ -38,13 +38,17 @@ async def join(
     ice_addresses: Sequence[str] | None,
     peer_id: str | None,
     strategies: Sequence[Strategy],
+    passive: bool = False,
+    on_peer_handshake: HandshakeHook | None = None,
+    handshake_timeout: float | None = None,
 ) -> Room:
     """Join ``room_id`` of ``app_id`` as ``peer_id`` (default :data:`SELF_ID`), meeting
     peers through every one of ``strategies`` at once.
 
     Joining a room this identity is already in returns that same room, as in Trystero.
     Raises :class:`UsageError` for an empty ``app_id``/``room_id`` or ``strategies``, a
-    malformed ``peer_id``, ``rtc_config`` or ``ice_addresses``.
+    malformed ``peer_id``, ``rtc_config`` or ``ice_addresses``, a non-callable
+    ``on_peer_handshake`` or a non-positive ``handshake_timeout``.
     """
     if not strategies:
         raise UsageError("strategies must name at least one strategy")
@@ -59,6 +63,12 @@ async def join(
         raise UsageError(f"peer_id {peer_id!r} is not a valid peer id")
     for strategy in strategies:
         strategy.check_peer_id(self_id)
+    if on_peer_handshake is not None and not callable(on_peer_handshake):
+        raise UsageError("on_peer_handshake must be callable")
+    if handshake_timeout is None:
+        handshake_timeout = HANDSHAKE_TIMEOUT
+    elif not isinstance(handshake_timeout, int | float) or not handshake_timeout > 0:
+        raise UsageError("handshake_timeout must be a positive number of seconds")
     configuration = to_rtc_configuration(rtc_config)
     addresses = normalise_ice_addresses(ice_addresses)
     shared = shared_links(self_id, app_id)
@@ -70,6 +80,9 @@ async def join(
         shared=shared,
         configuration=configuration,
         ice_addresses=addresses,
+        passive=bool(passive),
+        on_peer_handshake=on_peer_handshake,
+        handshake_timeout=float(handshake_timeout),
     )
     existing = shared.rooms.get(room.token)
     if isinstance(existing, Room) and not existing.closed:

@@ -17,12 +17,13 @@ import inspect
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from aiortc import RTCConfiguration, RTCPeerConnection
 
+from ._events import DEFAULT_QUEUE_LIMIT, ActionMessage, EventQueue, PeerJoined, PeerLeft, RoomEvent
 from ._link import PeerLink, wait_links_closed
 from ._shared import SharedLinks
 from ._signalling import Signaller
@@ -47,12 +48,30 @@ from .errors import (
     UsageError,
 )
 
-__all__ = ["Action", "JoinErrorEvent", "Room", "RoomCounters"]
+__all__ = [
+    "Action",
+    "HandshakeHook",
+    "HandshakeReceive",
+    "HandshakeSend",
+    "JoinErrorEvent",
+    "Room",
+    "RoomCounters",
+]
 
 logger = logging.getLogger(__name__)
 
 Callback = Callable[..., Any]
 C = TypeVar("C", bound=Callback)
+
+#: ``await send(data, metadata=None)`` inside a handshake hook: one ``@_hsdata`` message.
+HandshakeSend = Callable[..., Awaitable[None]]
+#: ``data, metadata = await receive()`` inside a handshake hook: the peer's next message.
+HandshakeReceive = Callable[[], Awaitable[tuple[Any, Any]]]
+#: ``hook(peer_id, send, receive, is_initiator)``, sync or async: the admission check of
+#: Trystero's ``onPeerHandshake``. Returning admits the peer (once it has admitted us too);
+#: raising rejects it, and ``str(exception)`` becomes the :class:`JoinErrorEvent` error.
+#: ``is_initiator`` is true on the side with the smaller peer id.
+HandshakeHook = Callable[[str, HandshakeSend, HandshakeReceive, bool], Any]
 
 #: Default time a peer has to complete the admission handshake (Trystero: 10 s).
 HANDSHAKE_TIMEOUT = 10.0
@@ -105,7 +124,9 @@ class _Member:
     peer_id: str
     active: bool = False
     remote_ready: asyncio.Event = field(default_factory=asyncio.Event)
-    inbox: asyncio.Queue[object] = field(default_factory=lambda: asyncio.Queue(MAX_HANDSHAKE_INBOX))
+    inbox: asyncio.Queue[tuple[Any, Any]] = field(
+        default_factory=lambda: asyncio.Queue(MAX_HANDSHAKE_INBOX)
+    )
     pings: deque[asyncio.Future[float]] = field(default_factory=deque)
     handshake: asyncio.Task[None] | None = None
 
@@ -113,7 +134,8 @@ class _Member:
 class Action:
     """A named, typed message channel within a room (Trystero's ``makeAction``).
 
-    Unpacks as ``send, on_message, on_receive_progress = room.make_action("x")``.
+    Unpacks as ``send, on_message, on_receive_progress = room.make_action("x")``, and
+    iterates as ``async for data, peer_id, metadata in action`` (see :meth:`__aiter__`).
     """
 
     def __init__(self, room: Room, name: str) -> None:
@@ -123,6 +145,7 @@ class Action:
         self._nonce = 0
         self._on_message: list[Callback] = []
         self._on_progress: list[Callback] = []
+        self._queues: set[EventQueue[ActionMessage]] = set()
 
     def __repr__(self) -> str:
         return f"<Action {self.name!r}>"
@@ -177,11 +200,43 @@ class Action:
         self._on_progress.append(callback)
         return callback
 
+    def __aiter__(self) -> AsyncIterator[ActionMessage]:
+        """``async for data, peer_id, metadata in action:`` — every message received from
+        now on (plus those held for an unset action, as :meth:`on_message` gets them).
+
+        Each iteration has its own queue of at most ``DEFAULT_QUEUE_LIMIT`` messages; if
+        the loop body falls that far behind, newer messages are dropped for this iterator
+        (and logged), never buffered without bound. Iteration ends when the room is left.
+        For flow control end to end, use :meth:`Room.socket` streams instead.
+        """
+        return self.messages()
+
+    async def messages(self, *, limit: int = DEFAULT_QUEUE_LIMIT) -> AsyncIterator[ActionMessage]:
+        """:meth:`__aiter__` with a chosen queue ``limit``."""
+        queue: EventQueue[ActionMessage] = EventQueue(limit, what=f"action {self.name!r}")
+        if self._room.closed:
+            return
+        if not self._on_message and not self._queues:
+            for event in self._room._claim(self.name):
+                queue.put(ActionMessage(event.data, event.peer_id, event.metadata))
+        self._queues.add(queue)
+        self._room._queues.add(queue)
+        try:
+            async for message in queue:
+                yield message
+        finally:
+            self._queues.discard(queue)
+            self._room._queues.discard(queue)
+
     def _deliver(self, event: wire.MessageReceived) -> bool:
-        if not self._on_message:
+        if not self._on_message and not self._queues:
             return False
         for cb in self._on_message:
             self._room._invoke(cb, event.data, event.peer_id, event.metadata)
+        if self._queues:
+            message = ActionMessage(event.data, event.peer_id, event.metadata)
+            for queue in self._queues:
+                queue.put(message)
         return True
 
     def _progress(self, fraction: float, peer_id: str, metadata: object) -> None:
@@ -209,6 +264,8 @@ class Room:
         configuration: RTCConfiguration,
         ice_addresses: tuple[str, ...] | None,
         handshake_timeout: float = HANDSHAKE_TIMEOUT,
+        on_peer_handshake: HandshakeHook | None = None,
+        passive: bool = False,
     ) -> None:
         self.app_id = app_id
         self.room_id = room_id
@@ -219,6 +276,11 @@ class Room:
         self.configuration = configuration
         self.ice_addresses = ice_addresses
         self.handshake_timeout = handshake_timeout
+        self.on_peer_handshake = on_peer_handshake
+        self._passive = passive
+        #: A passive room is dormant until a non-passive peer wakes it; the signallers set
+        #: this, and a dormant room does not advertise itself on shared connections.
+        self.dormant = passive
         self.counters = RoomCounters()
         self._shared = shared
         self._prefix = room_frame_prefix(self.token)
@@ -230,6 +292,8 @@ class Room:
         self._on_leave: list[Callback] = []
         self._on_join_error: list[Callback] = []
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._queues: set[EventQueue[Any]] = set()  # every open iterator, closed on leave
+        self._event_queues: set[EventQueue[RoomEvent]] = set()
         self._closed = False
         self._signallers: list[Signaller] = []
         self._ctl = {
@@ -253,6 +317,11 @@ class Room:
         """True once :meth:`leave` has been called."""
         return self._closed
 
+    @property
+    def is_passive(self) -> bool:
+        """True if the room was joined with ``passive=True`` (Trystero's ``isPassive()``)."""
+        return self._passive
+
     def make_action(self, name: str) -> Action:
         """The action called ``name`` (created on first use; the same object afterwards).
 
@@ -273,6 +342,32 @@ class Room:
             if member.active:
                 self._invoke(callback, peer_id)
         return callback
+
+    async def events(self, *, limit: int = DEFAULT_QUEUE_LIMIT) -> AsyncIterator[RoomEvent]:
+        """``async for event in room.events():`` — :class:`PeerJoined` for every active
+        peer first, then each join and leave as it happens; ends when the room is left.
+
+        The iterator holds at most ``limit`` unread events; beyond that, new ones are
+        dropped (and logged) rather than buffered without bound.
+        """
+        if self._closed:
+            return
+        queue: EventQueue[RoomEvent] = EventQueue(limit, what=f"{self!r} events")
+        for peer_id, member in self._members.items():
+            if member.active:
+                queue.put(PeerJoined(peer_id))
+        self._queues.add(queue)
+        self._event_queues.add(queue)
+        try:
+            async for event in queue:
+                yield event
+        finally:
+            self._queues.discard(queue)
+            self._event_queues.discard(queue)
+
+    def _publish(self, event: RoomEvent) -> None:
+        for queue in self._event_queues:
+            queue.put(event)
 
     def on_peer_leave(self, callback: C) -> C:
         """Call ``callback(peer_id)`` when an active peer leaves or its connection ends.
@@ -331,6 +426,8 @@ class Room:
         self._shared.remove_room(self, [m.peer_id for m in members])
         for member in members:
             self._forget(member, "room left")
+        for queue in self._queues:
+            queue.close()
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
@@ -437,6 +534,7 @@ class Room:
         logger.debug("%r: peer %s gone (%s)", self, member.peer_id, reason)
         self._shared.release(member.link, linger=linger)
         if member.active and not self._closed:
+            self._publish(PeerLeft(member.peer_id))
             for cb in self._on_leave:
                 self._invoke(cb, member.peer_id)
 
@@ -447,21 +545,24 @@ class Room:
             async with asyncio.timeout(self.handshake_timeout):
                 if self.password is not None:
                     await self._password_handshake(member)
+                if self.on_peer_handshake is not None:
+                    await self._user_handshake(member, self.on_peer_handshake)
                 await member.link.send(self._control_frame(wire.HSREADY))
                 await member.remote_ready.wait()
         except TimeoutError:
             ms = int(self.handshake_timeout * 1000)
             self._reject(member, f"handshake timed out after {ms}ms")
             return
+        except PeerUnavailableError:
+            return  # the link closed under us; _forget has run or will run
         except HandshakeError as exc:
             self._reject(member, str(exc))
             return
-        except PeerUnavailableError:
-            return  # the link closed under us; _forget has run or will run
         if self._members.get(member.peer_id) is not member or self._closed:
             return
         member.active = True
         logger.debug("%r: peer %s joined", self, member.peer_id)
+        self._publish(PeerJoined(member.peer_id))
         for cb in self._on_join:
             self._invoke(cb, member.peer_id)
 
@@ -472,7 +573,7 @@ class Room:
             challenge = make_password_challenge()
             await self._send_hsdata(member, challenge)
             while True:
-                message = parse_password_message(await member.inbox.get())
+                message = parse_password_message((await member.inbox.get())[0])
                 if isinstance(message, PasswordResponse):
                     break
             if not check_password_proof(
@@ -481,7 +582,7 @@ class Room:
                 raise HandshakeError("incorrect password for overlapping room")
         else:
             while True:
-                message = parse_password_message(await member.inbox.get())
+                message = parse_password_message((await member.inbox.get())[0])
                 if isinstance(message, PasswordChallenge):
                     break
             await self._send_hsdata(
@@ -489,10 +590,31 @@ class Room:
                 make_password_response(message.challenge, self.password, self.app_id, self.room_id),
             )
 
-    async def _send_hsdata(self, member: _Member, value: object) -> None:
+    async def _user_handshake(self, member: _Member, hook: HandshakeHook) -> None:
+        """Run the application's admission hook; any exception it raises rejects the peer
+        with that exception's text (Trystero strips its "handshake failed: " prefix)."""
+
+        async def send(data: object, metadata: object = None) -> None:
+            await self._send_hsdata(member, data, metadata)
+
+        async def receive() -> tuple[Any, Any]:
+            return await member.inbox.get()
+
+        try:
+            result = hook(member.peer_id, send, receive, self.self_id < member.peer_id)
+            if inspect.isawaitable(result):
+                await result
+        except (PeerUnavailableError, HandshakeError, asyncio.CancelledError):
+            raise
+        except Exception as exc:
+            logger.debug("%r: handshake hook rejected %s", self, member.peer_id, exc_info=True)
+            raise HandshakeError(str(exc) or type(exc).__name__) from exc
+
+    async def _send_hsdata(self, member: _Member, value: object, metadata: object = None) -> None:
         kind, payload = wire.encode_payload(value)
+        encoded_metadata = None if metadata is None else wire.encode_metadata(metadata)
         for frame in wire.iter_chunks(
-            self._ctl[wire.HSDATA], 0, kind, payload, prefix=self._prefix
+            self._ctl[wire.HSDATA], 0, kind, payload, encoded_metadata, prefix=self._prefix
         ):
             await member.link.send(frame)
 
@@ -556,7 +678,7 @@ class Room:
         if name == wire.HSDATA:
             if isinstance(event, wire.MessageReceived) and not member.active:
                 try:
-                    member.inbox.put_nowait(event.data)
+                    member.inbox.put_nowait((event.data, event.metadata))
                 except asyncio.QueueFull:
                     self._reject(member, "too many handshake messages")
             return

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from ._ice import RtcConfigLike
 from ._join import join, relay_urls_for
-from ._room import Room
+from ._room import HandshakeHook, Room
 from ._signalling import Signaller
 from ._signalling.mqtt import DEFAULT_MQTT_BROKERS, DEFAULT_REDUNDANCY, acquire_mqtt_relay
 from ._signalling.topic import TopicSignaller
@@ -64,6 +64,9 @@ async def join_room(
     rtc_config: RtcConfigLike = None,
     ice_addresses: Sequence[str] | None = None,
     peer_id: str | None = None,
+    passive: bool = False,
+    on_peer_handshake: HandshakeHook | None = None,
+    handshake_timeout: float | None = None,
 ) -> Room:
     """Join ``room_id`` of ``app_id`` through MQTT brokers and return the room.
 
@@ -79,5 +82,8 @@ async def join_room(
         rtc_config=rtc_config,
         ice_addresses=ice_addresses,
         peer_id=peer_id,
+        passive=passive,
+        on_peer_handshake=on_peer_handshake,
+        handshake_timeout=handshake_timeout,
         strategies=[Mqtt(relay_urls, relay_redundancy)],
     )

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from ._ice import RtcConfigLike
 from ._join import join, relay_urls_for
-from ._room import Room
+from ._room import HandshakeHook, Room
 from ._signalling import Signaller
 from ._signalling.torrent import DEFAULT_REDUNDANCY, DEFAULT_TRACKER_URLS, TorrentSignaller
 from .errors import UsageError
@@ -64,6 +64,9 @@ async def join_room(
     rtc_config: RtcConfigLike = None,
     ice_addresses: Sequence[str] | None = None,
     peer_id: str | None = None,
+    passive: bool = False,
+    on_peer_handshake: HandshakeHook | None = None,
+    handshake_timeout: float | None = None,
 ) -> Room:
     """Join ``room_id`` of ``app_id`` through WebTorrent trackers and return the room.
 
@@ -77,6 +80,14 @@ async def join_room(
         ice_addresses: offer only these local IP addresses as ICE host candidates
             (``["127.0.0.1"]`` keeps everything on loopback).
         peer_id: this peer's 20-character id; default ``peermesh.self_id``.
+        passive: join as a dormant backup peer (Trystero's ``passive``): it listens
+            without offering, announcing or advertising the room until a non-passive
+            peer shows up, and goes dormant again once its last peer is gone.
+        on_peer_handshake: ``hook(peer_id, send, receive, is_initiator)``, run for each
+            peer before it becomes visible (Trystero's ``onPeerHandshake``); see
+            :data:`peermesh.HandshakeHook`. Raising rejects the peer.
+        handshake_timeout: seconds a peer has to finish the admission handshake
+            (default 10, as Trystero's ``handshakeTimeoutMs``).
 
     Returns promptly even when no tracker is reachable: trackers are contacted (and
     retried with backoff) in the background. Raises :class:`~peermesh.errors.UsageError`
@@ -89,5 +100,8 @@ async def join_room(
         rtc_config=rtc_config,
         ice_addresses=ice_addresses,
         peer_id=peer_id,
+        passive=passive,
+        on_peer_handshake=on_peer_handshake,
+        handshake_timeout=handshake_timeout,
         strategies=[Torrent(relay_urls, relay_redundancy)],
     )
