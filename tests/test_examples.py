@@ -15,13 +15,27 @@ def test_there_are_examples() -> None:
     assert EXAMPLES
 
 
+#: Lines each example must print (the scripts also assert their own outcomes).
+EXPECTED = {
+    "two_peers.py": ["alice says {'text': 'hello'}", "ping ", "both left"],
+    "admission.py": [
+        "host: guest joined with the right code",
+        "host: refused intruder: wrong invitation code",
+        "host: guest left",
+        "done",
+    ],
+}
+
+
+def test_every_example_has_expectations() -> None:
+    assert sorted(EXPECTED) == [p.name for p in EXAMPLES]
+
+
 @pytest.mark.parametrize("script", EXAMPLES, ids=lambda p: p.name)
 def test_example_runs(script: Path) -> None:
     done = subprocess.run(
         [sys.executable, str(script)], capture_output=True, text=True, timeout=60, check=False
     )
     assert done.returncode == 0, done.stderr
-    if script.name == "two_peers.py":
-        assert "alice says {'text': 'hello'}" in done.stdout
-        assert "ping " in done.stdout
-        assert done.stdout.rstrip().endswith("both left")
+    for line in EXPECTED[script.name]:
+        assert line in done.stdout, (line, done.stdout)
