@@ -1,0 +1,249 @@
+"""Media payloads and renegotiation rules (wire notes §5.4, §6.5, §8)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from peermesh._wire.actions import decode_payload, encode_payload
+from peermesh._wire.media import (
+    MEDIA_KEY_LENGTH,
+    NO_METADATA,
+    MediaMeta,
+    NegotiationTracker,
+    RenegotiationSignal,
+    SignalType,
+    Step,
+    decide,
+    encode_candidate_signal,
+    encode_replace_meta,
+    encode_signal,
+    encode_stream_meta,
+    encode_track_meta,
+    has_media_codecs,
+    media_sections,
+    new_media_key,
+    parse_candidate,
+    parse_media_meta,
+    parse_signal,
+)
+from peermesh.errors import ProtocolError
+
+KEY = "k" * MEDIA_KEY_LENGTH
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner),
+    max_leaves=10,
+)
+ids = st.text(min_size=1, max_size=64)
+
+
+def wire(payload: object) -> object:
+    """Through the action layer's JSON encoding and back, as a peer would receive it."""
+    kind, data = encode_payload(payload)
+    return decode_payload(kind, data)
+
+
+def compact(payload: object) -> str:
+    return json.dumps(payload, separators=(",", ":"))
+
+
+def test_meta_encoders_write_trysteros_key_order() -> None:
+    assert compact(encode_stream_meta(KEY, "S")) == f'{{"k":"{KEY}","s":"S"}}'
+    assert (
+        compact(encode_stream_meta(KEY, "S", {"a": 1})) == f'{{"k":"{KEY}","s":"S","m":{{"a":1}}}}'
+    )
+    assert compact(encode_track_meta(KEY, "S", "T", None)) == (
+        f'{{"k":"{KEY}","s":"S","t":"T","m":null}}'
+    )
+    assert compact(encode_replace_meta(KEY, "OLD")) == f'{{"k":"{KEY}","t":"OLD"}}'
+
+
+def test_signal_payloads() -> None:
+    assert (
+        compact(encode_signal(SignalType.OFFER, "v=0\r\n")) == '{"type":"offer","sdp":"v=0\\r\\n"}'
+    )
+    cand = {"candidate": "candidate:1 1 udp 1 127.0.0.1 5000 typ host", "sdpMid": "0"}
+    signal = encode_candidate_signal(cand)
+    assert signal["type"] == "candidate"
+    assert signal["sdp"] == compact(cand)
+    parsed = parse_signal(wire(signal))
+    assert parsed == RenegotiationSignal(SignalType.CANDIDATE, compact(cand))
+    assert parse_candidate(parsed.sdp) == cand
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        None,
+        [],
+        "offer",
+        {"type": "rollback", "sdp": "v=0"},
+        {"type": "offer"},
+        {"type": "offer", "sdp": 1},
+        {"type": "offer", "sdp": "not sdp"},
+        {"type": "answer", "sdp": "v=0" + "x" * 70000},
+    ],
+)
+def test_parse_signal_rejects(bad: object) -> None:
+    with pytest.raises(ProtocolError):
+        parse_signal(bad)
+
+
+@pytest.mark.parametrize("bad", ["", "[]", '{"candidate":1}', "{", '"x"'])
+def test_parse_candidate_rejects(bad: str) -> None:
+    with pytest.raises(ProtocolError):
+        parse_candidate(bad)
+
+
+def test_parse_meta_follows_trystero() -> None:
+    # s/t kept only when strings; m kept whenever the key exists (even null).
+    assert parse_media_meta({"k": "a", "s": 1, "t": None}) == MediaMeta("a")
+    meta = parse_media_meta({"k": "a", "m": None})
+    assert meta.has_metadata
+    assert meta.metadata is None
+    assert not parse_media_meta({"k": "a"}).has_metadata
+    assert parse_media_meta({"k": "a", "s": "S", "t": "T", "m": [1]}) == MediaMeta(
+        "a", "S", "T", [1]
+    )
+
+
+@pytest.mark.parametrize("bad", [None, [], "k", {"s": "S"}, {"k": 1}, {"k": "x" * 300}])
+def test_parse_meta_rejects(bad: object) -> None:
+    with pytest.raises(ProtocolError):
+        parse_media_meta(bad)
+
+
+@given(ids, ids, ids, json_values | st.just(NO_METADATA))
+def test_meta_round_trips(key: str, stream_id: str, track_id: str, metadata: object) -> None:
+    assert parse_media_meta(wire(encode_stream_meta(key, stream_id, metadata))) == MediaMeta(
+        key, stream_id, None, metadata
+    )
+    assert parse_media_meta(
+        wire(encode_track_meta(key, stream_id, track_id, metadata))
+    ) == MediaMeta(key, stream_id, track_id, metadata)
+    assert parse_media_meta(wire(encode_replace_meta(key, track_id, metadata))) == MediaMeta(
+        key, None, track_id, metadata
+    )
+
+
+@given(st.sampled_from([SignalType.OFFER, SignalType.ANSWER]), st.text(max_size=200))
+def test_signal_round_trips(kind: SignalType, body: str) -> None:
+    sdp = "v=0\r\n" + body
+    assert parse_signal(wire(encode_signal(kind, sdp))) == RenegotiationSignal(kind, sdp)
+
+
+@given(json_values)
+def test_parsers_never_crash_on_junk(value: object) -> None:
+    for parse in (parse_signal, parse_media_meta):
+        with contextlib.suppress(ProtocolError):
+            parse(value)
+
+
+def test_new_media_key() -> None:
+    keys = {new_media_key() for _ in range(50)}
+    assert len(keys) == 50
+    assert all(len(k) == MEDIA_KEY_LENGTH and k.isalnum() for k in keys)
+
+
+SDP = "\r\n".join(
+    [
+        "v=0",
+        "o=- 1 1 IN IP4 0.0.0.0",
+        "s=-",
+        "t=0 0",
+        "a=group:BUNDLE 0 1 2 3",
+        "m=application 9 UDP/DTLS/SCTP webrtc-datachannel",
+        "a=mid:0",
+        "m=audio 9 UDP/TLS/RTP/SAVPF 111",
+        "a=mid:1",
+        "a=sendrecv",
+        "a=msid:stream-A track-a",
+        "a=rtpmap:111 opus/48000/2",
+        "m=video 9 UDP/TLS/RTP/SAVPF 96",
+        "a=mid:2",
+        "a=recvonly",
+        "a=msid:- track-v",
+        "m=video 0 UDP/TLS/RTP/SAVPF 96",
+        "a=mid:3",
+        "a=inactive",
+        "",
+    ]
+)
+
+
+def test_media_sections() -> None:
+    audio, video, dead = media_sections(SDP)
+    assert (audio.mid, audio.kind, audio.direction, audio.index) == ("1", "audio", "sendrecv", 1)
+    assert (audio.stream_id, audio.track_id, audio.sends) == ("stream-A", "track-a", True)
+    assert (video.stream_id, video.track_id, video.sends) == (None, "track-v", False)
+    assert (dead.direction, dead.sends, dead.index) == ("inactive", False, 3)
+    assert has_media_codecs(SDP)
+    assert not has_media_codecs(SDP.replace("a=rtpmap", "a=x"))
+
+
+@given(st.text(max_size=300))
+def test_media_sections_never_raises(text: str) -> None:
+    media_sections(text)
+
+
+@pytest.mark.parametrize(
+    ("kind", "polite", "state", "expected"),
+    [
+        (SignalType.OFFER, True, "stable", Step.APPLY_OFFER),
+        (SignalType.OFFER, False, "stable", Step.APPLY_OFFER),
+        # glare: impolite (initiator) ignores, polite rolls back (emulated in aiortc)
+        (SignalType.OFFER, False, "have-local-offer", Step.IGNORE),
+        (SignalType.OFFER, True, "have-local-offer", Step.ROLLBACK_THEN_APPLY_OFFER),
+        (SignalType.OFFER, True, "have-remote-offer", Step.IGNORE),
+        (SignalType.OFFER, True, "closed", Step.IGNORE),
+        (SignalType.ANSWER, True, "have-local-offer", Step.APPLY_ANSWER),
+        (SignalType.ANSWER, False, "have-local-offer", Step.APPLY_ANSWER),
+        (SignalType.ANSWER, False, "stable", Step.IGNORE),
+        (SignalType.CANDIDATE, False, "stable", Step.ADD_CANDIDATE),
+        (SignalType.CANDIDATE, True, "have-local-offer", Step.ADD_CANDIDATE),
+    ],
+)
+def test_decide(kind: SignalType, polite: bool, state: str, expected: Step) -> None:
+    assert decide(kind, polite=polite, signaling_state=state) is expected
+
+
+def test_decide_ignores_sdp_without_media_once_open() -> None:
+    for kind in (SignalType.OFFER, SignalType.ANSWER):
+        assert (
+            decide(kind, polite=True, signaling_state="have-local-offer", has_media=False)
+            is Step.IGNORE
+        )
+    assert (
+        decide(
+            SignalType.OFFER,
+            polite=True,
+            signaling_state="stable",
+            channel_open=False,
+            has_media=False,
+        )
+        is Step.APPLY_OFFER
+    )
+
+
+def test_negotiation_tracker() -> None:
+    tracker = NegotiationTracker()
+    assert not tracker.needs_offer("stable")
+    tracker.changed()
+    assert tracker.needs_offer("stable")
+    assert not tracker.needs_offer("have-local-offer")
+    tracker.offer_made()
+    tracker.changed()  # a change while the offer is in flight
+    tracker.answer_applied()
+    assert tracker.needs_offer("stable")  # ... needs one more offer
+    tracker.offer_made()
+    tracker.answer_applied()
+    assert not tracker.pending
+    # an offer lost to a collision is never answered: the change stays pending
+    tracker.changed()
+    tracker.offer_made()
+    assert tracker.needs_offer("stable")
