@@ -11,7 +11,9 @@ from __future__ import annotations
 from ._default import join_room
 from ._events import ActionMessage, PeerJoined, PeerLeft, RoomEvent
 from ._join import SELF_ID as self_id
+from ._requests import RequestAction, RequestMany
 from ._room import Action, HandshakeHook, HandshakeReceive, HandshakeSend, JoinErrorEvent, Room
+from ._rpc import caller_id
 from ._signalling import RelayHealth, RelayState, relay_health
 from .errors import (
     HandshakeError,
@@ -22,6 +24,7 @@ from .errors import (
     ProtocolError,
     RelayError,
     RelayProtocolError,
+    RequestError,
     RoomClosedError,
     SealError,
     UsageError,
@@ -52,6 +55,9 @@ __all__ = [
     "RelayHealth",
     "RelayProtocolError",
     "RelayState",
+    "RequestAction",
+    "RequestError",
+    "RequestMany",
     "Room",
     "RoomClosedError",
     "RoomEvent",
@@ -59,6 +65,7 @@ __all__ = [
     "Torrent",
     "UsageError",
     "WsRelay",
+    "caller_id",
     "join_room",
     "relay_health",
     "self_id",

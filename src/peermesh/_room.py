@@ -19,12 +19,14 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar, overload
 
 from aiortc import RTCConfiguration, RTCPeerConnection
 
 from ._events import DEFAULT_QUEUE_LIMIT, ActionMessage, EventQueue, PeerJoined, PeerLeft, RoomEvent
 from ._link import PeerLink, wait_links_closed
+from ._requests import DEFAULT_REQUEST_TIMEOUT, RequestAction, RequestManager
+from ._rpc import Rpc
 from ._shared import SharedLinks
 from ._signalling import Signaller
 from ._wire import actions as wire
@@ -103,6 +105,13 @@ class RoomCounters:
     rejected_messages: int = 0
     dropped_while_pending: int = 0
     unclaimed_dropped: int = 0
+    #: Messages on a request action without valid request metadata ``{"r": id}``.
+    malformed_requests: int = 0
+    #: ``@_response`` messages without valid metadata ``{"r": id}``.
+    malformed_responses: int = 0
+    #: ``@_response`` messages for no request of ours to that peer (unknown, cancelled,
+    #: timed out, or answered by another peer).
+    unmatched_responses: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,7 +294,7 @@ class Room:
         self._shared = shared
         self._prefix = room_frame_prefix(self.token)
         self._members: dict[str, _Member] = {}
-        self._actions: dict[str, Action] = {}
+        self._actions: dict[str, Action | RequestAction] = {}
         self._unclaimed: deque[wire.MessageReceived] = deque()
         self._reassembler = wire.Reassembler()
         self._on_join: list[Callback] = []
@@ -300,6 +309,8 @@ class Room:
             name: wire.encode_action_type(name)
             for name in (wire.HSREADY, wire.HSDATA, wire.LEAVE, wire.PING, wire.PONG)
         }
+        self._requests = RequestManager(self)
+        self._rpc = Rpc(self)
 
     def __repr__(self) -> str:
         return f"<Room {self.app_id}/{self.room_id} as {self.self_id}>"
@@ -322,18 +333,92 @@ class Room:
         """True if the room was joined with ``passive=True`` (Trystero's ``isPassive()``)."""
         return self._passive
 
-    def make_action(self, name: str) -> Action:
+    @overload
+    def make_action(self, name: str, kind: Literal["message"] = "message") -> Action: ...
+
+    @overload
+    def make_action(self, name: str, kind: Literal["request"]) -> RequestAction: ...
+
+    @overload
+    def make_action(self, name: str, kind: str) -> Action | RequestAction: ...
+
+    def make_action(self, name: str, kind: str = "message") -> Action | RequestAction:
         """The action called ``name`` (created on first use; the same object afterwards).
 
+        ``kind="message"`` gives an :class:`Action` (one-way messages); ``kind="request"``
+        a :class:`~peermesh._requests.RequestAction` (request/response, Trystero's
+        ``{kind: 'request'}``). Messages that arrived for a new request action before it
+        was made are taken as its requests.
+
         Raises :class:`UsageError` if the name is empty, longer than 32 UTF-8 bytes, or
-        starts with ``@_`` (reserved for the protocol).
+        starts with ``@_`` (reserved for the protocol), if ``kind`` is neither of the two,
+        or if ``name`` was already made with the other kind (Trystero: "cannot be
+        redefined"). ``"peermesh.rpc"`` is a request action every room makes for
+        :meth:`expose` and :meth:`call`.
         """
+        if kind not in ("message", "request"):
+            raise UsageError(f"action kind must be 'message' or 'request', not {kind!r}")
         if name.startswith(wire.INTERNAL_PREFIX):
             raise UsageError(f"action names starting with {wire.INTERNAL_PREFIX!r} are reserved")
         action = self._actions.get(name)
         if action is None:
+            if kind == "request":
+                request_action = RequestAction(self, name)
+                self._actions[name] = request_action
+                for event in self._claim(name):
+                    request_action._deliver(event)
+                return request_action
             action = self._actions[name] = Action(self, name)
+            return action
+        existing = "request" if isinstance(action, RequestAction) else "message"
+        if existing != kind:
+            raise UsageError(
+                f"action {name!r} is a {existing} action and cannot be redefined as {kind}"
+            )
         return action
+
+    @overload
+    def expose(self, fn: C, *, name: str | None = None) -> C: ...
+
+    @overload
+    def expose(self, fn: None = None, *, name: str | None = None) -> Callable[[C], C]: ...
+
+    def expose(self, fn: C | None = None, *, name: str | None = None) -> C | Callable[[C], C]:
+        """Let peers call ``fn`` (sync or async) with :meth:`call`, under ``name`` (default
+        ``fn.__name__``); replaces a function of the same name. Use as ``room.expose(fn)``,
+        ``@room.expose`` or ``@room.expose(name="x")``; returns ``fn``.
+
+        Inside ``fn``, ``peermesh.caller_id()`` is the calling peer. Arguments and the
+        return value travel as JSON (``str``/``bytes`` results as text/binary). Raises
+        :class:`UsageError` for a non-callable or unnamed ``fn``. See :mod:`peermesh._rpc`
+        for the wire format and calling from JavaScript.
+        """
+        if fn is None:
+
+            def decorator(f: C) -> C:
+                return self._rpc.expose(f, name)
+
+            return decorator
+        return self._rpc.expose(fn, name)
+
+    async def call(
+        self,
+        peer_id: str,
+        name: str,
+        *args: Any,
+        timeout: float | None = DEFAULT_REQUEST_TIMEOUT,
+        **kwargs: Any,
+    ) -> Any:
+        """Run the function ``peer_id`` exposed as ``name`` with ``args``/``kwargs`` (JSON
+        values) and return its result. ``timeout`` is as for ``RequestAction.request``.
+
+        Raises :class:`RequestError` if the call failed remotely: its message is
+        ``"no such function: <name>"``, or ``"<ExceptionClass>: <text>"`` for an exception
+        raised by the function; ``TypeError`` for arguments that are not JSON values; and
+        :class:`PeerTimeoutError`, :class:`PeerUnavailableError`, :class:`RoomClosedError`
+        as a request does.
+        """
+        return await self._rpc.call(peer_id, name, args, kwargs, timeout)
 
     def on_peer_join(self, callback: C) -> C:
         """Call ``callback(peer_id)`` when a peer becomes active; replays current peers."""
@@ -412,6 +497,7 @@ class Room:
         if self._closed:
             return
         self._closed = True
+        self._requests.close()
         for signaller in self._signallers:
             try:
                 await signaller.close()
@@ -468,6 +554,23 @@ class Room:
                 continue
             if isinstance(result, BaseException):
                 raise result
+
+    async def _send_encoded(
+        self,
+        type_field: bytes,
+        nonce: int,
+        kind: wire.PayloadKind,
+        payload: bytes,
+        encoded_metadata: bytes | None,
+        metadata: object,
+        on_progress: Callback | None,
+        target: str | Sequence[str] | None,
+    ) -> None:
+        """:meth:`_send` for an already encoded message (used by request actions)."""
+        message = _Outgoing(
+            type_field, nonce, kind, payload, encoded_metadata, metadata, on_progress
+        )
+        await self._send(message, target)
 
     async def _send_to(self, member: _Member, message: _Outgoing) -> None:
         total = wire.chunk_count(len(message.payload), message.encoded_metadata is not None)
@@ -531,6 +634,7 @@ class Room:
             if not future.done():
                 future.set_exception(PeerUnavailableError(f"{member.peer_id} left: {reason}"))
         member.pings.clear()
+        self._requests.peer_gone(member.peer_id, reason)
         logger.debug("%r: peer %s gone (%s)", self, member.peer_id, reason)
         self._shared.release(member.link, linger=linger)
         if member.active and not self._closed:
@@ -664,7 +768,7 @@ class Room:
                     future.set_result(answered)
                     break
             return
-        if internal and name != wire.HSDATA:
+        if internal and name not in (wire.HSDATA, wire.RESPONSE):
             logger.debug("%r: ignoring unsupported internal action %s", self, name)
             return
         try:
@@ -681,6 +785,10 @@ class Room:
                     member.inbox.put_nowait((event.data, event.metadata))
                 except asyncio.QueueFull:
                     self._reject(member, "too many handshake messages")
+            return
+        if name == wire.RESPONSE:
+            if isinstance(event, wire.MessageReceived):
+                self._requests.on_response(event)
             return
         action = self._actions.get(name)
         if isinstance(event, wire.ReceiveProgress):

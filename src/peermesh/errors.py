@@ -10,6 +10,7 @@
     │   │   └── SealError          an SDP/candidate could not be decrypted (wrong password?)
     │   ├── HandshakeError         the admission handshake failed (password mismatch, timeout)
     │   ├── PeerUnavailableError   the target peer is not (or no longer) in the room
+    │   ├── RequestError           a peer answered a request with an error
     │   └── PeerTimeoutError       a peer did not answer in time (also TimeoutError)
     └── RelayError                 a tracker, relay or broker failed or misbehaved
         └── RelayProtocolError     a relay sent a message that breaks its protocol
@@ -35,6 +36,7 @@ __all__ = [
     "ProtocolError",
     "RelayError",
     "RelayProtocolError",
+    "RequestError",
     "RoomClosedError",
     "SealError",
     "UsageError",
@@ -72,6 +74,20 @@ class HandshakeError(PeerError):
 
 class PeerUnavailableError(PeerError):
     """The peer is not an active member of the room (never joined, or has left)."""
+
+
+class RequestError(PeerError):
+    """A peer answered a request with an error (Trystero's ``@_response`` with ``e``).
+
+    ``str(error)`` and :attr:`remote_message` are the peer's error text, e.g. ``"request
+    handler unavailable"`` or the message of the exception its handler raised;
+    :attr:`peer_id` is the peer that answered (``None`` if unknown).
+    """
+
+    def __init__(self, remote_message: str, *, peer_id: str | None = None) -> None:
+        super().__init__(remote_message)
+        self.remote_message = remote_message
+        self.peer_id = peer_id
 
 
 class PeerTimeoutError(PeerError, TimeoutError):

@@ -1,0 +1,592 @@
+"""Request/response actions (Trystero's ``makeAction(name, {kind: 'request'})``).
+
+Wire format (wire notes §6.5, Trystero 0.25.4 ``actions.mjs``):
+
+- a request is an ordinary message on the action's own type, whose chunk metadata is
+  ``{"r": <20-char request id>}`` or ``{"r": id, "m": <user metadata>}``;
+- the reply travels on the internal action ``@_response`` with metadata ``{"r": id}`` and
+  the reply value as payload, or metadata ``{"r": id, "e": "error text"}`` and payload
+  ``null`` for an error;
+- a request that finds no handler within 500 ms is answered with the error
+  ``"request handler unavailable"``.
+
+Differences from Trystero, all deliberate:
+
+- A handler returning Python ``None`` replies JSON ``null``. (Trystero treats a handler
+  returning ``undefined`` as an error; a JS handler returning ``null`` replies ``null``.)
+- Handler executions per room are capped (:data:`MAX_CONCURRENT_HANDLERS`); beyond that a
+  request is answered at once with the error ``"too many concurrent requests"``.
+- Requests held for an action without a handler are capped per room
+  (:data:`MAX_HELD_REQUESTS`); beyond that they are answered ``"request handler
+  unavailable"`` at once.
+- Requests have a finite default timeout, :data:`DEFAULT_REQUEST_TIMEOUT` (Trystero waits
+  forever unless ``timeoutMs`` is given); pass ``timeout=None`` to wait until the peer
+  replies or leaves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import inspect
+import logging
+from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from ._wire import actions as wire
+from ._wire.topics import gen_id
+from .errors import (
+    PeerError,
+    PeerTimeoutError,
+    PeerUnavailableError,
+    RequestError,
+    RoomClosedError,
+    UsageError,
+)
+
+if TYPE_CHECKING:
+    from ._room import Room
+
+__all__ = [
+    "DEFAULT_REQUEST_TIMEOUT",
+    "HANDLER_UNAVAILABLE",
+    "MAX_CONCURRENT_HANDLERS",
+    "MAX_HELD_REQUESTS",
+    "MAX_OUTSTANDING_REQUESTS",
+    "REQUEST_HANDLER_WAIT",
+    "TOO_MANY_REQUESTS",
+    "RequestAction",
+    "RequestHandler",
+    "RequestManager",
+    "RequestMany",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Default seconds :meth:`RequestAction.request` waits for a reply once the request has
+#: been fully sent.
+DEFAULT_REQUEST_TIMEOUT = 60.0
+#: Seconds a request waits for a handler to be set before it is answered with
+#: :data:`HANDLER_UNAVAILABLE` (Trystero: 500 ms).
+REQUEST_HANDLER_WAIT = 0.5
+#: Handler executions in flight per room; more requests are refused at once.
+MAX_CONCURRENT_HANDLERS = 64
+#: Requests held per room for actions without a handler.
+MAX_HELD_REQUESTS = 256
+#: Requests of ours awaiting a reply per room; more raise :class:`UsageError`.
+MAX_OUTSTANDING_REQUESTS = 4096
+#: Length of a request id (Trystero: ``genId(20)``).
+REQUEST_ID_LENGTH = 20
+
+HANDLER_UNAVAILABLE = "request handler unavailable"
+TOO_MANY_REQUESTS = "too many concurrent requests"
+
+#: ``handler(data, peer_id, metadata)``, sync or async; its return value is the reply.
+RequestHandler = Callable[[Any, str, Any], Any]
+H = TypeVar("H", bound=RequestHandler)
+P = TypeVar("P", bound=Callable[..., Any])
+
+#: The id of the peer whose request is being handled (see ``peermesh.caller_id``).
+CALLER: contextvars.ContextVar[str] = contextvars.ContextVar("peermesh_caller")
+
+
+def _request_metadata(metadata: object) -> tuple[str, object] | None:
+    """``(request id, user metadata)`` from a request's chunk metadata, as Trystero's
+    ``getRequestMetadata``; ``None`` if it is not request metadata."""
+    if isinstance(metadata, dict) and isinstance(metadata.get("r"), str):
+        return metadata["r"], metadata.get("m")
+    return None
+
+
+def _response_metadata(metadata: object) -> tuple[str, str | None] | None:
+    """``(request id, error text or None)`` from ``@_response`` metadata, as Trystero's
+    ``getResponseMetadata`` (an ``e`` that is not a string means success)."""
+    if isinstance(metadata, dict) and isinstance(metadata.get("r"), str):
+        error = metadata.get("e")
+        return metadata["r"], error if isinstance(error, str) else None
+    return None
+
+
+@dataclass(eq=False)
+class _Waiter:
+    peer_id: str
+    future: asyncio.Future[Any]
+
+
+@dataclass(eq=False)
+class _Held:
+    """An incoming request waiting for its action's handler."""
+
+    action: RequestAction
+    peer_id: str
+    request_id: str
+    data: object
+    metadata: object
+    timer: asyncio.TimerHandle | None = field(default=None)
+
+
+class RequestManager:
+    """Per-room request state: our outstanding requests, incoming requests held for a
+    handler, handler executions in flight, and the ``@_response`` sender.
+
+    Limits are instance attributes (initialised from the module constants) so that a room
+    can be tuned. Owned by :class:`~peermesh._room.Room`; not a public API.
+    """
+
+    def __init__(self, room: Room) -> None:
+        self._room = room
+        self._type_field = wire.encode_action_type(wire.RESPONSE)
+        self._nonce = 0
+        self._waiters: dict[str, _Waiter] = {}
+        self._held: list[_Held] = []
+        self.running = 0
+        self.max_concurrent = MAX_CONCURRENT_HANDLERS
+        self.max_held = MAX_HELD_REQUESTS
+        self.max_outstanding = MAX_OUTSTANDING_REQUESTS
+
+    @property
+    def outstanding(self) -> int:
+        """Requests of ours awaiting a reply."""
+        return len(self._waiters)
+
+    @property
+    def held(self) -> int:
+        """Incoming requests waiting for a handler."""
+        return len(self._held)
+
+    # -- outgoing -----------------------------------------------------------------------------
+
+    def _register(self, peer_id: str) -> tuple[str, asyncio.Future[Any]]:
+        if len(self._waiters) >= self.max_outstanding:
+            raise UsageError(
+                f"{self.max_outstanding} requests are already awaiting replies in {self._room!r}"
+            )
+        request_id = gen_id(REQUEST_ID_LENGTH)
+        while request_id in self._waiters:  # pragma: no cover - 62**20 ids
+            request_id = gen_id(REQUEST_ID_LENGTH)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._waiters[request_id] = _Waiter(peer_id, future)
+        return request_id, future
+
+    def _forget(self, request_id: str) -> None:
+        self._waiters.pop(request_id, None)
+
+    def on_response(self, event: wire.MessageReceived) -> None:
+        """A complete ``@_response`` message arrived: settle the matching request. Replies
+        with malformed metadata, unknown ids, or from a peer other than the one asked are
+        dropped (debug log, counted)."""
+        counters = self._room.counters
+        parsed = _response_metadata(event.metadata)
+        if parsed is None:
+            counters.malformed_responses += 1
+            logger.debug(
+                "%r: @_response from %s without request metadata", self._room, event.peer_id
+            )
+            return
+        request_id, error = parsed
+        waiter = self._waiters.get(request_id)
+        if waiter is None or waiter.peer_id != event.peer_id:
+            counters.unmatched_responses += 1
+            logger.debug(
+                "%r: dropped a reply from %s to unknown request %r",
+                self._room,
+                event.peer_id,
+                request_id,
+            )
+            return
+        del self._waiters[request_id]
+        if waiter.future.done():
+            return
+        if error is not None:
+            waiter.future.set_exception(RequestError(error, peer_id=event.peer_id))
+        else:
+            waiter.future.set_result(event.data)
+
+    # -- incoming -----------------------------------------------------------------------------
+
+    def incoming(
+        self, action: RequestAction, peer_id: str, request_id: str, data: object, metadata: object
+    ) -> None:
+        """A complete request for ``action`` arrived: handle it now, or hold it for up to
+        :data:`REQUEST_HANDLER_WAIT` seconds until a handler is set."""
+        handler = action.handler
+        if handler is not None:
+            self._start(handler, peer_id, request_id, data, metadata)
+            return
+        if len(self._held) >= self.max_held:
+            logger.debug("%r: too many requests held for a handler; refusing one", self._room)
+            self._reply_error(peer_id, request_id, HANDLER_UNAVAILABLE)
+            return
+        held = _Held(action, peer_id, request_id, data, metadata)
+        held.timer = asyncio.get_running_loop().call_later(REQUEST_HANDLER_WAIT, self._expire, held)
+        self._held.append(held)
+
+    def _expire(self, held: _Held) -> None:
+        if held in self._held:
+            self._held.remove(held)
+            self._reply_error(held.peer_id, held.request_id, HANDLER_UNAVAILABLE)
+
+    def flush(self, action: RequestAction) -> None:
+        """``action`` got a handler: handle the requests held for it, oldest first."""
+        handler = action.handler
+        if handler is None:
+            return
+        mine = [h for h in self._held if h.action is action]
+        if not mine:
+            return
+        self._held = [h for h in self._held if h.action is not action]
+        for held in mine:
+            if held.timer is not None:
+                held.timer.cancel()
+            self._start(handler, held.peer_id, held.request_id, held.data, held.metadata)
+
+    def _start(
+        self,
+        handler: RequestHandler,
+        peer_id: str,
+        request_id: str,
+        data: object,
+        metadata: object,
+    ) -> None:
+        if self.running >= self.max_concurrent:
+            logger.debug(
+                "%r: refusing a request from %s: %s", self._room, peer_id, TOO_MANY_REQUESTS
+            )
+            self._reply_error(peer_id, request_id, TOO_MANY_REQUESTS)
+            return
+        self.running += 1
+        self._room._spawn(self._handle(handler, peer_id, request_id, data, metadata))
+
+    async def _handle(
+        self,
+        handler: RequestHandler,
+        peer_id: str,
+        request_id: str,
+        data: object,
+        metadata: object,
+    ) -> None:
+        # A task runs in its own copy of the context: this does not leak to other tasks.
+        CALLER.set(peer_id)
+        try:
+            try:
+                result = handler(data, peer_id, metadata)
+                if inspect.isawaitable(result):
+                    result = await result
+                kind, payload = wire.encode_payload(result)
+            except Exception as exc:
+                logger.debug(
+                    "%r: request handler %r failed for %s",
+                    self._room,
+                    handler,
+                    peer_id,
+                    exc_info=True,
+                )
+                await self._send_reply(peer_id, request_id, None, str(exc) or type(exc).__name__)
+                return
+            await self._send_reply(peer_id, request_id, (kind, payload), None)
+        finally:
+            self.running -= 1
+
+    def _reply_error(self, peer_id: str, request_id: str, error: str) -> None:
+        self._room._spawn(self._send_reply(peer_id, request_id, None, error))
+
+    async def _send_reply(
+        self,
+        peer_id: str,
+        request_id: str,
+        encoded: tuple[wire.PayloadKind, bytes] | None,
+        error: str | None,
+    ) -> None:
+        if encoded is None:
+            encoded = wire.encode_payload(None)
+        meta: dict[str, str] = {"r": request_id}
+        if error is not None:
+            meta["e"] = error
+        nonce = self._nonce
+        self._nonce = wire.next_nonce(nonce)
+        kind, payload = encoded
+        try:
+            await self._room._send_encoded(
+                self._type_field,
+                nonce,
+                kind,
+                payload,
+                wire.encode_metadata(meta),
+                None,
+                None,
+                peer_id,
+            )
+        except (PeerError, RoomClosedError) as exc:
+            logger.debug("%r: could not reply to %s: %s", self._room, peer_id, exc)
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def peer_gone(self, peer_id: str, reason: str) -> None:
+        """Fail our requests to ``peer_id`` and drop its held requests."""
+        for request_id, waiter in list(self._waiters.items()):
+            if waiter.peer_id == peer_id:
+                del self._waiters[request_id]
+                if not waiter.future.done():
+                    waiter.future.set_exception(PeerUnavailableError(f"{peer_id} left: {reason}"))
+        for held in [h for h in self._held if h.peer_id == peer_id]:
+            self._held.remove(held)
+            if held.timer is not None:
+                held.timer.cancel()
+
+    def close(self) -> None:
+        """The room is being left: fail every outstanding request with
+        :class:`RoomClosedError` and drop held requests."""
+        waiters = list(self._waiters.values())
+        self._waiters.clear()
+        for waiter in waiters:
+            if not waiter.future.done():
+                waiter.future.set_exception(RoomClosedError(f"{self._room!r} has been left"))
+        for held in self._held:
+            if held.timer is not None:
+                held.timer.cancel()
+        self._held.clear()
+
+
+class RequestAction:
+    """A named request/response channel in a room (``room.make_action(name,
+    kind="request")``), wire-compatible with Trystero's request actions.
+
+    Set a handler with :meth:`on_request`; ask a peer with :meth:`request` or several with
+    :meth:`request_many`. Payloads map as for message actions: ``str`` travels as text,
+    ``bytes``-like as binary (received as ``bytes``), anything else as JSON.
+    """
+
+    def __init__(self, room: Room, name: str) -> None:
+        self.name = name
+        self._room = room
+        self._manager = room._requests
+        self._type_field = wire.encode_action_type(name)
+        self._nonce = 0
+        self._handler: RequestHandler | None = None
+        self._on_progress: list[Callable[..., Any]] = []
+
+    def __repr__(self) -> str:
+        return f"<RequestAction {self.name!r}>"
+
+    @property
+    def handler(self) -> RequestHandler | None:
+        """The current request handler, or ``None``."""
+        return self._handler
+
+    def on_request(self, handler: H) -> H:
+        """Answer requests with ``handler(data, peer_id, metadata)`` (sync or async),
+        replacing any previous handler; returns ``handler``, so it works as a decorator.
+
+        The return value is the reply (``None`` replies JSON ``null``, unlike Trystero,
+        where returning ``undefined`` is an error). An exception, or a return value that
+        cannot be encoded, replies an error with ``str(exception)`` (the class name if that
+        is empty); it is logged at DEBUG and not raised. ``peermesh.caller_id()`` returns
+        the requesting peer's id inside the handler. Requests that arrived up to
+        :data:`REQUEST_HANDLER_WAIT` seconds before the handler was set are handled by it.
+        """
+        self._handler = handler
+        self._manager.flush(self)
+        return handler
+
+    def on_receive_progress(self, callback: P) -> P:
+        """Call ``callback(fraction, peer_id, metadata)`` as chunks of a request arrive;
+        ``metadata`` is the requester's metadata (the request envelope is removed)."""
+        self._on_progress.append(callback)
+        return callback
+
+    async def request(
+        self,
+        data: object,
+        target: str,
+        *,
+        metadata: object = None,
+        timeout: float | None = DEFAULT_REQUEST_TIMEOUT,
+        on_progress: Callable[..., Any] | None = None,
+    ) -> Any:
+        """Send ``data`` to peer ``target`` and return its handler's reply.
+
+        ``metadata`` is any JSON value delivered to the handler. ``on_progress(fraction,
+        peer_id, metadata)`` is called after each chunk sent. ``timeout`` counts seconds
+        from when the request has been fully sent (as Trystero's ``timeoutMs``); ``None``
+        waits until the peer replies or leaves.
+
+        Raises ``TypeError`` (before sending) if ``data`` or ``metadata`` cannot be encoded;
+        :class:`RequestError` if the peer replied with an error (``.remote_message``), e.g.
+        ``"request handler unavailable"``; :class:`PeerTimeoutError` on timeout;
+        :class:`PeerUnavailableError` if ``target`` is not an active peer or leaves before
+        replying; :class:`RoomClosedError` if the room is (being) left; :class:`UsageError`
+        if ``target`` is not a string or too many requests are outstanding. Cancelling the
+        caller forgets the request; a late reply is dropped.
+        """
+        kind, payload = wire.encode_payload(data)
+        if metadata is not None:
+            wire.encode_metadata(metadata)  # TypeError now, before anything is sent
+        return await self._request(kind, payload, metadata, target, timeout, on_progress)
+
+    async def _request(
+        self,
+        kind: wire.PayloadKind,
+        payload: bytes,
+        metadata: object,
+        target: str,
+        timeout: float | None,
+        on_progress: Callable[..., Any] | None,
+    ) -> Any:
+        if not isinstance(target, str):
+            raise UsageError("request target must be one peer id (a str)")
+        self._room._active_member(target)
+        request_id, future = self._manager._register(target)
+        try:
+            envelope: dict[str, object] = {"r": request_id}
+            if metadata is not None:
+                envelope["m"] = metadata
+            nonce = self._nonce
+            self._nonce = wire.next_nonce(nonce)
+            await self._room._send_encoded(
+                self._type_field,
+                nonce,
+                kind,
+                payload,
+                wire.encode_metadata(envelope),
+                metadata,
+                on_progress,
+                target,
+            )
+            if timeout is None:
+                return await future
+            try:
+                async with asyncio.timeout(timeout) as scope:
+                    return await future
+            except TimeoutError:
+                if scope.expired():
+                    raise PeerTimeoutError(
+                        f"{target} did not answer a {self.name!r} request in {timeout:g} s"
+                    ) from None
+                raise
+        except asyncio.CancelledError:
+            if not future.done():
+                logger.debug("%r: request %s to %s cancelled", self._room, request_id, target)
+            raise
+        finally:
+            self._manager._forget(request_id)
+
+    def request_many(
+        self,
+        data: object,
+        targets: Iterable[str] | None = None,
+        *,
+        metadata: object = None,
+        timeout: float | None = DEFAULT_REQUEST_TIMEOUT,
+        on_progress: Callable[..., Any] | None = None,
+    ) -> RequestMany:
+        """Send ``data`` to several peers at once: ``async for peer_id, outcome in
+        action.request_many(data):``.
+
+        ``targets=None`` means every active peer at the time of the call. Yields one
+        ``(peer_id, outcome)`` per distinct target in arrival order; ``outcome`` is the
+        reply, or the :class:`RequestError`, :class:`PeerTimeoutError` or
+        :class:`PeerUnavailableError` instance for that peer. Arguments are as for
+        :meth:`request`; ``TypeError`` for unencodable data and :class:`RoomClosedError` are
+        raised by this call. If the room is left while iterating, the iteration raises
+        :class:`RoomClosedError` (and :class:`UsageError` if too many requests are
+        outstanding). Breaking out of the loop (or ``aclose()``) cancels the
+        requests still waiting.
+        """
+        kind, payload = wire.encode_payload(data)
+        if metadata is not None:
+            wire.encode_metadata(metadata)
+        if self._room.closed:
+            raise RoomClosedError(f"{self._room!r} has been left")
+        if targets is None:
+            ids = list(self._room.get_peers())
+        else:
+            if isinstance(targets, str):
+                raise UsageError("request_many targets must be a list of peer ids, not a str")
+            ids = list(dict.fromkeys(targets))
+
+        async def one(peer_id: str) -> tuple[str, object]:
+            try:
+                value = await self._request(kind, payload, metadata, peer_id, timeout, on_progress)
+            except (PeerError, UsageError) as exc:
+                return peer_id, exc
+            return peer_id, value
+
+        # Owned by the iterator, not the room: leaving the room fails them with
+        # RoomClosedError (raised by the iteration) instead of cancelling them.
+        return RequestMany([asyncio.ensure_future(one(pid)) for pid in ids])
+
+    def _deliver(self, event: wire.MessageReceived) -> bool:
+        parsed = _request_metadata(event.metadata)
+        if parsed is None:
+            self._room.counters.malformed_requests += 1
+            logger.debug(
+                "%r: %s sent a message on request action %r without request metadata",
+                self._room,
+                event.peer_id,
+                self.name,
+            )
+            return True
+        request_id, user_metadata = parsed
+        self._manager.incoming(self, event.peer_id, request_id, event.data, user_metadata)
+        return True
+
+    def _progress(self, fraction: float, peer_id: str, metadata: object) -> None:
+        parsed = _request_metadata(metadata)
+        user_metadata = parsed[1] if parsed is not None else metadata
+        for cb in self._on_progress:
+            self._room._invoke(cb, fraction, peer_id, user_metadata)
+
+
+class RequestMany:
+    """The async iterator returned by :meth:`RequestAction.request_many`.
+
+    Yields ``(peer_id, outcome)`` as replies arrive. :meth:`aclose`, leaving an ``async
+    with`` block, or dropping the iterator cancels the requests still waiting.
+    """
+
+    def __init__(self, tasks: list[asyncio.Task[tuple[str, object]]]) -> None:
+        self._tasks = tasks
+        self._pending: set[asyncio.Future[tuple[str, object]]] = set(tasks)
+        self._ready: list[tuple[str, object]] = []
+
+    def __aiter__(self) -> AsyncIterator[tuple[str, object]]:
+        return self
+
+    async def __anext__(self) -> tuple[str, object]:
+        while not self._ready:
+            if not self._pending:
+                raise StopAsyncIteration
+            done, self._pending = await asyncio.wait(
+                self._pending, return_when=asyncio.FIRST_COMPLETED
+            )
+            # Keep arrival order among tasks finishing in the same loop iteration stable.
+            for task in self._tasks:
+                if task in done:
+                    self._ready.append(task.result())
+        peer_id, outcome = self._ready.pop(0)
+        if isinstance(outcome, UsageError):  # RoomClosedError included
+            self.cancel()
+            raise outcome
+        return peer_id, outcome
+
+    def cancel(self) -> None:
+        """Cancel the requests still waiting for a reply."""
+        for task in self._pending:
+            task.cancel()
+        self._pending = set()
+        self._ready.clear()
+
+    async def aclose(self) -> None:
+        """Cancel the requests still waiting for a reply."""
+        self.cancel()
+
+    async def __aenter__(self) -> RequestMany:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.cancel()
+
+    def __del__(self) -> None:
+        for task in self._pending:
+            task.cancel()
