@@ -24,6 +24,12 @@ EXPECTED = {
         "host: guest left",
         "done",
     ],
+    "request_reply.py": [
+        "apple costs 0.5",
+        "durian: no such item: durian",
+        "basket holds 3; server saw caller client",
+        "done",
+    ],
 }
 
 
