@@ -2,6 +2,9 @@
 
 - ``bittorrent_tracker``: URL (``ws://127.0.0.1:N``) of a fresh npm bittorrent-tracker
   (WebSocket only, clients told to announce every 10 s), stopped after the test.
+- ``signal_medium``: a :class:`~tests.interop.exchange.Medium` for each of torrent (our
+  embedded tracker, 10 s announce interval) and nostr (a real local Nostr relay): tests that
+  use it run once per strategy.
 - ``js_peer_factory``: ``await js_peer_factory(name="a")`` starts a :class:`JsPeer`; all of
   them are closed (killed if needed) at teardown. If the test failed, their stderr tails are
   printed so they show up in pytest's report. A ``fatal`` event from any of them (uncaught
@@ -20,12 +23,15 @@ from typing import Any
 
 import pytest
 
+from peermesh.servers.tracker import serve_tracker
+from tests.interop.exchange import Medium
 from tests.interop.jspeer import (
     JsHarnessSetupError,
     JsPeer,
     check_node_modules,
     start_bittorrent_tracker,
 )
+from tests.interop.nostr_relay import start_nostr_relay
 
 JsPeerFactory = Callable[..., Awaitable[JsPeer]]
 
@@ -51,6 +57,21 @@ async def bittorrent_tracker() -> AsyncIterator[str]:
     _require_harness()
     async with start_bittorrent_tracker() as url:
         yield url
+
+
+@pytest.fixture(params=["torrent", "nostr"])
+async def signal_medium(request: pytest.FixtureRequest) -> AsyncIterator[Medium]:
+    _require_harness()
+    if request.param == "torrent":
+        server = await serve_tracker("127.0.0.1", 0, interval=10)
+        try:
+            yield Medium("torrent", server.url, stagger=1.0)
+        finally:
+            await server.close()
+    else:
+        async with start_nostr_relay() as url:
+            # past the incumbent's first announces, so it is found as such
+            yield Medium("nostr", url, stagger=1.5)
 
 
 @pytest.fixture

@@ -5,10 +5,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
 
+import peermesh.nostr
+import peermesh.torrent
 from peermesh import JoinErrorEvent, Room
 from tests.interop.jspeer import GeneratedBytes, JsPeer, decode_data, deterministic_bytes
-from tests.rooms import eventually
+from tests.rooms import LOOPBACK, eventually
 
 MIB = 1024 * 1024
 
@@ -136,3 +140,70 @@ async def share_a_room(
         assert py.errors == []
     finally:
         await py.room.leave()
+
+
+APP = "peermesh-interop"
+
+_PY_JOIN: dict[str, Callable[..., Awaitable[Room]]] = {
+    "torrent": peermesh.torrent.join_room,
+    "nostr": peermesh.nostr.join_room,
+}
+
+
+@dataclass(frozen=True)
+class Medium:
+    """A signalling server for one strategy (a fresh local tracker or Nostr relay).
+
+    ``stagger``: seconds to wait after the first peer joins before the second one does, so
+    the incumbent is registered (torrent) or past its first announces (topic strategies).
+    """
+
+    strategy: str
+    url: str
+    stagger: float = 1.0
+
+    async def py_room(
+        self, room_id: str, peer_id: str = SMALL_ID, *, app_id: str = APP, **kw: Any
+    ) -> Room:
+        """``peermesh.<strategy>.join_room`` on this server, on loopback."""
+        return await _PY_JOIN[self.strategy](
+            room_id, app_id=app_id, relay_urls=[self.url], peer_id=peer_id, **LOOPBACK, **kw
+        )
+
+    async def py_join(
+        self, room_id: str, peer_id: str = SMALL_ID, *, app_id: str = APP, **kw: Any
+    ) -> PyPeer:
+        return PyPeer(await self.py_room(room_id, peer_id, app_id=app_id, **kw))
+
+    async def js_join(
+        self, js: JsPeer, room_id: str, *, app_id: str = APP, **kw: Any
+    ) -> dict[str, Any]:
+        """``js.join`` on this server (``kw`` as for :meth:`JsPeer.join`); its result."""
+        return await js.join(room_id, self.url, app_id=app_id, strategy=self.strategy, **kw)
+
+
+async def connect(
+    medium: Medium,
+    js: JsPeer,
+    room_id: str,
+    *,
+    py_id: str = SMALL_ID,
+    js_kw: dict[str, Any] | None = None,
+    py_kw: dict[str, Any] | None = None,
+    timeout: float = 20.0,
+) -> PyPeer:
+    """Trystero joins, then (after ``medium.stagger``) Python joins as ``py_id``; return once
+    both see each other. The smaller id (``SMALL_ID`` by default: Python) makes the offer,
+    which is the fast order on every strategy. The caller leaves the Python room."""
+    await medium.js_join(js, room_id, **(js_kw or {}))
+    await asyncio.sleep(medium.stagger)
+    py = await medium.py_join(room_id, py_id, **(py_kw or {}))
+    try:
+        await eventually(lambda: js.self_id in py.joined, timeout, "Python to see Trystero")
+        room = (js_kw or {}).get("room")
+        fields = {"peerId": py_id} if room is None else {"peerId": py_id, "room": room}
+        await js.wait_event("peer-join", timeout=5, **fields)
+    except BaseException:
+        await py.room.leave()
+        raise
+    return py

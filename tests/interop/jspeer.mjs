@@ -14,13 +14,26 @@
 //   {"event":"result","id":<id>,"ok":false,"error":"<message>"}
 // Commands run concurrently (a pending "send" does not block a "ping").
 //
+// Rooms: several rooms can be joined at once. Every room command takes "room":<label>
+// (default "main"); every room event carries "room":<label>. Rooms joined with one strategy
+// package and app id share Trystero's connections (one RTCPeerConnection per remote peer).
+//
 // Commands
-//   {"cmd":"join","strategy":"torrent","appId":…,"roomId":…,"relayUrls":[…],
-//    "password"?:…, "actions"?:[names…], "handshakeTimeoutMs"?:N,
-//    "config"?:{…extra joinRoom config, e.g. trickleIce, passive…}, "package"?:"<npm name>"}
-//       → value {"selfId","roomId","strategy"}. Uses rtcPolyfill = ./rtc-polyfill.mjs and
-//         rtcConfig {iceServers: []}. relayUrls is required (never the public defaults).
-//         The strategy package is imported by name: "@trystero-p2p/<strategy>".
+//   {"cmd":"join","strategy":"torrent","appId":…,"roomId":…,"relayUrls":[…],"room"?:label,
+//    "password"?:…, "actions"?:[names…], "handshakeTimeoutMs"?:N, "passive"?:bool,
+//    "handshake"?:{…see below}, "config"?:{…extra joinRoom config, e.g. trickleIce},
+//    "package"?:"<npm name>"}
+//       → value {"selfId","roomId","strategy","room","isPassive"}. Uses rtcPolyfill =
+//         ./rtc-polyfill.mjs and rtcConfig {iceServers: []}. relayUrls is required (never the
+//         public defaults). The strategy package is imported by name: "@trystero-p2p/<strategy>".
+//       "handshake" scripts onPeerHandshake(peerId, send, receive, isInitiator):
+//         {"mode":"accept"|"reject","send"?:<enc>,"metadata"?:…,"receive"?:bool,"hold"?:bool,
+//          "message"?:"<reject text>"}
+//         In order: send(data, metadata) if "send" is given; receive() if "receive" (default
+//         true for accept, false for reject) → event "handshake"; if "hold", event
+//         "handshake-hold" and wait for a "handshake-release" command for that peer; then
+//         reject throws Error(message) (Trystero reports it in onJoinError on this side), and
+//         accept emits "handshake-done" and returns.
 //   {"cmd":"action","name":…}            → registers room.makeAction(name); value {"name"}
 //   {"cmd":"send","action":…,"data":<enc>,"target"?:id|[ids]|null,"metadata"?:…,"progress"?:false}
 //       ("progress":false: no onProgress, so no send-progress events; writing one event per
@@ -28,9 +41,24 @@
 //       → resolves when Trystero's send promise resolves; value
 //         {"ms":<float>,"targets":[ids active at send time or given],
 //          "length"?,"sha256"? (bytes only)}. The action is registered if needed.
+//   {"cmd":"request-action","name":…,"mode"?:"echo"|"error"|"slow"|"none","errorText"?,"delayMs"?}
+//       → makes room.makeAction(name, {kind:"request"}) (or re-configures it) and sets onRequest:
+//         echo replies with the request data; error throws Error(errorText); slow waits
+//         delayMs (default 5000) then echoes; none leaves onRequest unset (Trystero then
+//         answers "request handler unavailable" after 500 ms). value {"name","mode"}
+//   {"cmd":"request","action":…,"peerId":…,"data":<enc>,"metadata"?:…,"timeoutMs"?:N}
+//       → action.request(data, {target, metadata, timeoutMs}); value
+//         {"status":"fulfilled","data":<enc>,"ms"} or {"status":"error","kind":<err.kind|null>,
+//         "message","ms"} (kinds: "rejected", "timeout", "disconnected", "aborted").
+//         The request action is made without a handler if needed.
+//   {"cmd":"handshake-release","peerId":…} → lets a held handshake with that peer continue
+//                                           (a release before the hold makes the hold a no-op)
 //   {"cmd":"ping","peerId":…}            → value = round trip in ms (room.ping)
 //   {"cmd":"peers"}                      → value = [peer ids] (room.getPeers(), active only)
-//   {"cmd":"status"}                     → value {"selfId","joined","roomId","peers","actions",
+//   {"cmd":"connections"}                → value = {peerId: n}, n a serial number per
+//                                           RTCPeerConnection object (same n = same connection)
+//   {"cmd":"status"}                     → value {"selfId","joined","roomId","room","isPassive",
+//                                           "rooms":[labels],"peers","actions","requestActions",
 //                                           "relays":{url: WebSocket readyState},"polyfill":{counters}}
 //   {"cmd":"polyfill-selftest","bytes"?:N} → exercises rtc-polyfill.mjs alone (two local
 //                                           connections, implicit SLD, N bytes with back-pressure);
@@ -38,12 +66,16 @@
 //   {"cmd":"leave"}                      → value null, after room.leave() resolves
 //   {"cmd":"exit"}                       → value null, then the process exits (no leave)
 //
-// Events (every event carries "ts": wall-clock ms, float)
+// Events (every event carries "ts": wall-clock ms, float; room events carry "room")
 //   {"event":"peer-join","peerId"}   {"event":"peer-leave","peerId"}
 //   {"event":"join-error","error","peerId"}                         (onJoinError)
 //   {"event":"message","action","peerId","data":<enc>,"metadata"?} (key absent = no metadata)
 //   {"event":"progress","action","peerId","percent","metadata"?}    (receive progress)
 //   {"event":"send-progress","cmdId","action","peerId","percent","metadata"?}
+//   {"event":"request","action","peerId","data":<enc>,"metadata"?} (a request reached a handler)
+//   {"event":"handshake-start","peerId","isInitiator"}              (onPeerHandshake called)
+//   {"event":"handshake","peerId","isInitiator","data":<enc>,"metadata"?} (received in it)
+//   {"event":"handshake-hold","peerId"}  {"event":"handshake-done","peerId"}
 //   {"event":"fatal","kind":"uncaughtException"|"unhandledRejection","error"}
 //   {"event":"error","error"}                                        (unparseable input line)
 // "percent" is Trystero's progress fraction, 0..1 (Trystero names it percent too).
@@ -138,29 +170,134 @@ const decodeData = (enc) => {
 const withMeta = (obj, ctx) => (ctx && "metadata" in ctx && ctx.metadata !== undefined ? { ...obj, metadata: ctx.metadata } : obj);
 
 // ---- room state ---------------------------------------------------------------------------
-let room = null;
-let roomInfo = null;
-let strategyModule = null;
-const actions = new Map();
+// Several rooms can be joined at once, each under a label ("room" in commands and events,
+// default "main"). Rooms of one strategy package in this process share Trystero's
+// connections (one RTCPeerConnection per remote peer and app id).
+const DEFAULT_ROOM = "main";
+const rooms = new Map(); // label -> {room, info, mod, actions, requestActions, gates}
+const joining = new Set(); // labels with a join in progress
 
-const requireRoom = () => {
-  if (!room) throw new Error("not in a room (send a join command first)");
-  return room;
+// A small integer per RTCPeerConnection object, so tests can tell whether two rooms use the
+// same connection ("connections" command).
+const pcSerials = new WeakMap();
+let nextPcSerial = 1;
+const pcSerial = (pc) => {
+  if (!pc || typeof pc !== "object") return null;
+  let n = pcSerials.get(pc);
+  if (n === undefined) {
+    n = nextPcSerial++;
+    pcSerials.set(pc, n);
+  }
+  return n;
 };
 
-const registerAction = (name) => {
+const roomLabel = (msg) => {
+  const label = msg?.room ?? DEFAULT_ROOM;
+  if (typeof label !== "string" || !label) throw new Error("room label must be a non-empty string");
+  return label;
+};
+
+const requireState = (msg) => {
+  const label = roomLabel(msg);
+  const state = rooms.get(label);
+  if (!state) throw new Error(label === DEFAULT_ROOM ? "not in a room (send a join command first)" : `not in a room labelled ${JSON.stringify(label)} (send a join command first)`);
+  return state;
+};
+
+const sleep = (ms) => new Promise((res) => setTimeout(res, ms));
+
+const registerAction = (state, name) => {
   if (typeof name !== "string" || !name) throw new Error("action name must be a non-empty string");
-  const existing = actions.get(name);
+  const existing = state.actions.get(name);
   if (existing) return existing;
-  const action = requireRoom().makeAction(name);
+  if (state.requestActions.has(name)) throw new Error(`action ${JSON.stringify(name)} is a request action here`);
+  const label = state.label;
+  const action = state.room.makeAction(name);
   action.onMessage = (data, ctx) => {
-    emit(withMeta({ event: "message", action: name, peerId: ctx?.peerId, data: encodeData(data) }, ctx));
+    emit(withMeta({ event: "message", room: label, action: name, peerId: ctx?.peerId, data: encodeData(data) }, ctx));
   };
   action.onReceiveProgress = (percent, ctx) => {
-    emit(withMeta({ event: "progress", action: name, peerId: ctx?.peerId, percent }, ctx));
+    emit(withMeta({ event: "progress", room: label, action: name, peerId: ctx?.peerId, percent }, ctx));
   };
-  actions.set(name, action);
+  state.actions.set(name, action);
   return action;
+};
+
+// Request handlers, by mode:
+//   "echo"  reply with the request's data
+//   "error" throw Error(errorText) → the caller gets that text as the error
+//   "slow"  wait delayMs (default 5000), then reply with the data
+//   "none"  no handler (Trystero answers "request handler unavailable" after 500 ms)
+// Every handled request is reported as {"event":"request","room","action","peerId","data","metadata"?}.
+const REQUEST_MODES = ["echo", "error", "slow", "none"];
+const makeRequestHandler = (label, name, spec) => {
+  const mode = spec.mode ?? "echo";
+  if (!REQUEST_MODES.includes(mode)) throw new Error(`unknown request mode ${JSON.stringify(mode)} (one of ${REQUEST_MODES.join(", ")})`);
+  if (mode === "none") return null;
+  return async (data, ctx) => {
+    emit(withMeta({ event: "request", room: label, action: name, peerId: ctx?.peerId, data: encodeData(data) }, ctx));
+    if (mode === "slow") await sleep(spec.delayMs ?? 5000);
+    if (mode === "error") throw new Error(spec.errorText ?? "jspeer request error");
+    return data;
+  };
+};
+
+const registerRequestAction = (state, name, spec = null) => {
+  if (typeof name !== "string" || !name) throw new Error("action name must be a non-empty string");
+  if (state.actions.has(name)) throw new Error(`action ${JSON.stringify(name)} is a message action here`);
+  let entry = state.requestActions.get(name);
+  if (!entry) {
+    const action = state.room.makeAction(name, { kind: "request" });
+    entry = { action, mode: "none" };
+    state.requestActions.set(name, entry);
+  }
+  if (spec) {
+    entry.action.onRequest = makeRequestHandler(state.label, name, spec);
+    entry.mode = spec.mode ?? "echo";
+  }
+  return entry;
+};
+
+// Handshake gates: a held handshake waits until "handshake-release" for that peer (a release
+// that comes first lets the hold pass at once).
+const gateFor = (state, peerId) => {
+  let gate = state.gates.get(peerId);
+  if (!gate) {
+    let release;
+    const promise = new Promise((res) => (release = res));
+    gate = { promise, release, released: false };
+    state.gates.set(peerId, gate);
+  }
+  return gate;
+};
+
+// onPeerHandshake from a spec: {"mode":"accept"|"reject", "send"?:<enc>, "metadata"?:…,
+// "receive"?:bool (default: true for accept, false for reject), "hold"?:bool, "message"?:str}.
+// Order: send (if given), receive (if asked; emits "handshake"), hold (emits "handshake-hold",
+// waits for "handshake-release"), then reject (throw Error(message)) or accept (emits
+// "handshake-done" just before returning).
+const makeHandshake = (label, spec) => {
+  const mode = spec.mode ?? "accept";
+  if (mode !== "accept" && mode !== "reject") throw new Error(`unknown handshake mode ${JSON.stringify(mode)}`);
+  const payload = spec.send === undefined ? undefined : decodeData(spec.send);
+  const receiveToo = spec.receive ?? mode === "accept";
+  return async (peerId, send, receive, isInitiator) => {
+    const state = rooms.get(label);
+    emit({ event: "handshake-start", room: label, peerId, isInitiator });
+    if (payload !== undefined) await send(payload, spec.metadata);
+    if (receiveToo) {
+      const got = await receive();
+      const ev = { event: "handshake", room: label, peerId, isInitiator, data: encodeData(got?.data) };
+      if (got && "metadata" in got && got.metadata !== undefined) ev.metadata = got.metadata;
+      emit(ev);
+    }
+    if (spec.hold && state) {
+      emit({ event: "handshake-hold", room: label, peerId });
+      await gateFor(state, peerId).promise;
+    }
+    if (mode === "reject") throw new Error(spec.message ?? "rejected by jspeer");
+    emit({ event: "handshake-done", room: label, peerId });
+  };
 };
 
 const strategyPackage = (strategy) => {
@@ -172,69 +309,91 @@ const strategyPackage = (strategy) => {
 
 const commands = {
   async join(msg) {
-    if (room) throw new Error(`already in room ${roomInfo?.roomId}; leave first`);
+    const label = roomLabel(msg);
+    const current = rooms.get(label);
+    if (current) throw new Error(`already in room ${current.info.roomId}${label === DEFAULT_ROOM ? "" : ` (label ${JSON.stringify(label)})`}; leave first`);
+    if (joining.has(label)) throw new Error("joined concurrently");
     const strategy = msg.strategy ?? "torrent";
     const pkg = msg.package ?? strategyPackage(strategy);
     const { appId, roomId, relayUrls, password } = msg;
     if (!appId || typeof appId !== "string") throw new Error("appId is required");
     if (!roomId || typeof roomId !== "string") throw new Error("roomId is required");
     if (!Array.isArray(relayUrls) || relayUrls.length === 0) throw new Error("relayUrls is required (the harness never uses public relays)");
-    let mod;
+    const handshake = msg.handshake ? makeHandshake(label, msg.handshake) : undefined;
+    joining.add(label);
     try {
-      mod = await import(pkg);
-    } catch (err) {
-      throw new Error(`cannot import strategy package ${pkg} (add it to tests/interop/package.json?): ${errText(err)}`);
+      let mod;
+      try {
+        mod = await import(pkg);
+      } catch (err) {
+        throw new Error(`cannot import strategy package ${pkg} (add it to tests/interop/package.json?): ${errText(err)}`);
+      }
+      if (typeof mod.joinRoom !== "function") throw new Error(`${pkg} exports no joinRoom`);
+      if (mod.selfId && mod.selfId !== selfId) log(`warning: ${pkg} selfId ${mod.selfId} differs from core selfId ${selfId}`);
+      if (rooms.has(label)) throw new Error("joined concurrently");
+      const config = {
+        appId,
+        ...(password !== undefined && password !== null ? { password } : {}),
+        relayConfig: { urls: relayUrls, ...(msg.relayConfig ?? {}) },
+        rtcConfig: { iceServers: [], ...(msg.rtcConfig ?? {}) },
+        rtcPolyfill: RTCPeerConnection,
+        ...(msg.passive ? { passive: true } : {}),
+        ...(msg.config ?? {}),
+      };
+      const callbacks = {
+        onJoinError: ({ error, peerId }) => {
+          log("join-error", label, peerId, error);
+          emit({ event: "join-error", room: label, error: errText(error), peerId });
+        },
+        ...(msg.handshakeTimeoutMs !== undefined ? { handshakeTimeoutMs: msg.handshakeTimeoutMs } : {}),
+        ...(handshake ? { onPeerHandshake: handshake } : {}),
+      };
+      log(`join ${strategy} app=${appId} room=${roomId} label=${label} relays=${relayUrls.join(",")}${password ? " (password)" : ""}${config.passive ? " (passive)" : ""}${handshake ? " (handshake)" : ""}`);
+      const joined = mod.joinRoom(config, roomId, callbacks);
+      for (const other of rooms.values()) {
+        if (other.room === joined) throw new Error(`room ${roomId} is already joined as ${JSON.stringify(other.label)}`);
+      }
+      const state = {
+        label,
+        room: joined,
+        info: { strategy, appId, roomId },
+        mod,
+        actions: new Map(),
+        requestActions: new Map(),
+        gates: new Map(),
+      };
+      rooms.set(label, state);
+      joined.onPeerJoin = (peerId) => {
+        log("peer-join", label, peerId);
+        emit({ event: "peer-join", room: label, peerId });
+      };
+      joined.onPeerLeave = (peerId) => {
+        log("peer-leave", label, peerId);
+        emit({ event: "peer-leave", room: label, peerId });
+      };
+      for (const name of msg.actions ?? []) registerAction(state, name);
+      return { selfId, roomId, strategy, room: label, isPassive: joined.isPassive() };
+    } finally {
+      joining.delete(label);
     }
-    if (typeof mod.joinRoom !== "function") throw new Error(`${pkg} exports no joinRoom`);
-    if (mod.selfId && mod.selfId !== selfId) log(`warning: ${pkg} selfId ${mod.selfId} differs from core selfId ${selfId}`);
-    if (room) throw new Error("joined concurrently");
-    const config = {
-      appId,
-      ...(password !== undefined && password !== null ? { password } : {}),
-      relayConfig: { urls: relayUrls, ...(msg.relayConfig ?? {}) },
-      rtcConfig: { iceServers: [], ...(msg.rtcConfig ?? {}) },
-      rtcPolyfill: RTCPeerConnection,
-      ...(msg.config ?? {}),
-    };
-    const callbacks = {
-      onJoinError: ({ error, peerId }) => {
-        log("join-error", peerId, error);
-        emit({ event: "join-error", error: errText(error), peerId });
-      },
-      ...(msg.handshakeTimeoutMs !== undefined ? { handshakeTimeoutMs: msg.handshakeTimeoutMs } : {}),
-    };
-    log(`join ${strategy} app=${appId} room=${roomId} relays=${relayUrls.join(",")}${password ? " (password)" : ""}`);
-    const joined = mod.joinRoom(config, roomId, callbacks);
-    room = joined;
-    roomInfo = { strategy, appId, roomId };
-    strategyModule = mod;
-    joined.onPeerJoin = (peerId) => {
-      log("peer-join", peerId);
-      emit({ event: "peer-join", peerId });
-    };
-    joined.onPeerLeave = (peerId) => {
-      log("peer-leave", peerId);
-      emit({ event: "peer-leave", peerId });
-    };
-    for (const name of msg.actions ?? []) registerAction(name);
-    return { selfId, roomId, strategy };
   },
 
   async action(msg) {
-    registerAction(msg.name);
+    registerAction(requireState(msg), msg.name);
     return { name: msg.name };
   },
 
   async send(msg) {
-    const r = requireRoom();
-    const action = registerAction(msg.action);
+    const state = requireState(msg);
+    const r = state.room;
+    const action = registerAction(state, msg.action);
     const data = decodeData(msg.data);
     const bytes = toBytes(data);
     let targets = msg.target ?? null;
     if (typeof targets === "string") targets = [targets];
     const options = {};
     if (msg.progress !== false) {
-      options.onProgress = (percent, ctx) => emit(withMeta({ event: "send-progress", cmdId: msg.id, action: msg.action, peerId: ctx?.peerId, percent }, ctx));
+      options.onProgress = (percent, ctx) => emit(withMeta({ event: "send-progress", room: state.label, cmdId: msg.id, action: msg.action, peerId: ctx?.peerId, percent }, ctx));
     }
     if (msg.target !== undefined && msg.target !== null) options.target = msg.target;
     if ("metadata" in msg) options.metadata = msg.metadata;
@@ -246,28 +405,76 @@ const commands = {
     return value;
   },
 
+  // {"cmd":"request-action","name","mode"?:"echo"|"error"|"slow"|"none","errorText"?,"delayMs"?}
+  // makes (or re-configures) a request action; value {"name","mode"}.
+  async "request-action"(msg) {
+    const entry = registerRequestAction(requireState(msg), msg.name, { mode: msg.mode ?? "echo", errorText: msg.errorText, delayMs: msg.delayMs });
+    return { name: msg.name, mode: entry.mode };
+  },
+
+  // {"cmd":"request","action","peerId","data":<enc>,"metadata"?,"timeoutMs"?} → value
+  // {"status":"fulfilled","data":<enc>} or {"status":"error","kind":<Trystero error kind|null>,
+  // "message"}. The request action is made (without a handler) if needed.
+  async request(msg) {
+    const state = requireState(msg);
+    if (typeof msg.peerId !== "string") throw new Error("peerId is required");
+    const { action } = registerRequestAction(state, msg.action);
+    const options = { target: msg.peerId };
+    if ("metadata" in msg) options.metadata = msg.metadata;
+    if (msg.timeoutMs !== undefined && msg.timeoutMs !== null) options.timeoutMs = msg.timeoutMs;
+    const data = decodeData(msg.data);
+    const t0 = performance.now();
+    try {
+      const value = await action.request(data, options);
+      return { status: "fulfilled", data: encodeData(value), ms: performance.now() - t0 };
+    } catch (err) {
+      return { status: "error", kind: err?.kind ?? null, message: err instanceof Error ? err.message : String(err), ms: performance.now() - t0 };
+    }
+  },
+
+  // {"cmd":"handshake-release","peerId"} lets a held handshake ("hold":true) with that peer go on.
+  async "handshake-release"(msg) {
+    const state = requireState(msg);
+    if (typeof msg.peerId !== "string") throw new Error("peerId is required");
+    const gate = gateFor(state, msg.peerId);
+    gate.released = true;
+    gate.release();
+    return null;
+  },
+
   async ping(msg) {
     if (typeof msg.peerId !== "string") throw new Error("peerId is required");
-    return await requireRoom().ping(msg.peerId);
+    return await requireState(msg).room.ping(msg.peerId);
   },
 
-  async peers() {
-    return room ? Object.keys(room.getPeers()) : [];
+  async peers(msg) {
+    const state = rooms.get(roomLabel(msg));
+    return state ? Object.keys(state.room.getPeers()) : [];
   },
 
-  async status() {
+  // {"cmd":"connections"} → {peerId: serial} where serial identifies the RTCPeerConnection
+  // object (equal serials across rooms = one shared connection).
+  async connections(msg) {
+    const state = requireState(msg);
+    return Object.fromEntries(Object.entries(state.room.getPeers()).map(([id, pc]) => [id, pcSerial(pc)]));
+  },
+
+  async status(msg) {
+    const state = rooms.get(roomLabel(msg)) ?? null;
     const relays = {};
     try {
-      for (const [url, socket] of Object.entries(strategyModule?.getRelaySockets?.() ?? {})) relays[url] = socket?.readyState ?? null;
+      for (const [url, socket] of Object.entries(state?.mod?.getRelaySockets?.() ?? {})) relays[url] = socket?.readyState ?? null;
     } catch (err) {
       relays.error = errText(err);
     }
     return {
       selfId,
-      joined: Boolean(room),
-      ...(roomInfo ?? {}),
-      peers: room ? Object.keys(room.getPeers()) : [],
-      actions: [...actions.keys()],
+      joined: Boolean(state),
+      ...(state ? { ...state.info, room: state.label, isPassive: state.room.isPassive() } : {}),
+      rooms: [...rooms.keys()],
+      peers: state ? Object.keys(state.room.getPeers()) : [],
+      actions: state ? [...state.actions.keys()] : [],
+      requestActions: state ? Object.fromEntries([...state.requestActions].map(([n, e]) => [n, e.mode])) : {},
       relays,
       polyfill: { ...polyfillStats },
     };
@@ -371,12 +578,12 @@ const commands = {
     }
   },
 
-  async leave() {
-    const r = requireRoom();
-    room = null;
-    actions.clear();
-    log("leave");
-    await r.leave();
+  async leave(msg) {
+    const state = requireState(msg);
+    rooms.delete(state.label);
+    for (const gate of state.gates.values()) gate.release();
+    log("leave", state.label);
+    await state.room.leave();
     return null;
   },
 

@@ -58,10 +58,12 @@ __all__ = [
     "JsPeerError",
     "JsPeerExited",
     "JsPeerTimeout",
+    "JsRequestResult",
     "check_node_modules",
     "decode_data",
     "deterministic_bytes",
     "encode_data",
+    "handshake_spec",
     "sha256_hex",
     "start_bittorrent_tracker",
 ]
@@ -598,10 +600,19 @@ class JsPeer:
         password: str | None = None,
         actions: Iterable[str] = (),
         handshake_timeout_ms: int | None = None,
+        passive: bool = False,
+        handshake: dict[str, Any] | None = None,
+        room: str | None = None,
         config: dict[str, Any] | None = None,
         timeout: float = DEFAULT_TIMEOUT,
     ) -> dict[str, Any]:
-        """``joinRoom`` (returns at once; watch for ``peer-join`` / ``join-error`` events)."""
+        """``joinRoom`` (returns at once; watch for ``peer-join`` / ``join-error`` events).
+
+        ``room`` labels the room in this process (default ``"main"``); pass the same label to
+        the other commands and filter events with ``room=``. ``passive`` joins as Trystero's
+        passive peer. ``handshake`` scripts ``onPeerHandshake``; build it with
+        :func:`handshake_spec`. Returns ``{selfId, roomId, strategy, room, isPassive}``.
+        """
         urls = [relay_urls] if isinstance(relay_urls, str) else list(relay_urls)
         cmd: dict[str, Any] = {
             "cmd": "join",
@@ -615,13 +626,27 @@ class JsPeer:
             cmd["password"] = password
         if handshake_timeout_ms is not None:
             cmd["handshakeTimeoutMs"] = handshake_timeout_ms
+        if passive:
+            cmd["passive"] = True
+        if handshake is not None:
+            cmd["handshake"] = handshake
+        if room is not None:
+            cmd["room"] = room
         if config:
             cmd["config"] = config
         result: dict[str, Any] = await self.command(cmd, timeout=timeout)
         return result
 
-    async def action(self, name: str, timeout: float = DEFAULT_TIMEOUT) -> None:
-        await self.command({"cmd": "action", "name": name}, timeout=timeout)
+    @staticmethod
+    def _in_room(cmd: dict[str, Any], room: str | None) -> dict[str, Any]:
+        if room is not None:
+            cmd["room"] = room
+        return cmd
+
+    async def action(
+        self, name: str, *, room: str | None = None, timeout: float = DEFAULT_TIMEOUT
+    ) -> None:
+        await self.command(self._in_room({"cmd": "action", "name": name}, room), timeout=timeout)
 
     _NO_METADATA: Any = object()
 
@@ -633,6 +658,7 @@ class JsPeer:
         target: str | Sequence[str] | None = None,
         metadata: Any = _NO_METADATA,
         progress: bool = True,
+        room: str | None = None,
         timeout: float = 30.0,
     ) -> dict[str, Any]:
         """``action.send(data, {target, metadata, onProgress})``; returns ``{ms, targets, …}``.
@@ -650,34 +676,153 @@ class JsPeer:
             cmd["metadata"] = metadata
         if not progress:
             cmd["progress"] = False
+        result: dict[str, Any] = await self.command(self._in_room(cmd, room), timeout=timeout)
+        return result
+
+    async def request_action(
+        self,
+        name: str,
+        mode: str = "echo",
+        *,
+        error_text: str | None = None,
+        delay_ms: int | None = None,
+        room: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> None:
+        """Make (or re-configure) request action ``name`` with an ``onRequest`` handler:
+        ``"echo"`` (reply with the data), ``"error"`` (throw ``Error(error_text)``),
+        ``"slow"`` (echo after ``delay_ms``) or ``"none"`` (no handler). Each request that
+        reaches a handler is reported as a ``request`` event."""
+        cmd: dict[str, Any] = {"cmd": "request-action", "name": name, "mode": mode}
+        if error_text is not None:
+            cmd["errorText"] = error_text
+        if delay_ms is not None:
+            cmd["delayMs"] = delay_ms
+        await self.command(self._in_room(cmd, room), timeout=timeout)
+
+    async def request(
+        self,
+        action: str,
+        data: Any,
+        peer_id: str,
+        *,
+        metadata: Any = _NO_METADATA,
+        timeout_ms: int | None = None,
+        room: str | None = None,
+        timeout: float = 30.0,
+    ) -> JsRequestResult:
+        """``action.request(data, {target: peer_id, metadata, timeoutMs})`` on the JS side.
+
+        Never raises for the request's own failure: the outcome is a :class:`JsRequestResult`
+        (``ok`` and ``value``, or ``kind`` and ``message`` of Trystero's error)."""
+        cmd: dict[str, Any] = {
+            "cmd": "request",
+            "action": action,
+            "peerId": peer_id,
+            "data": encode_data(data),
+        }
+        if metadata is not JsPeer._NO_METADATA:
+            cmd["metadata"] = metadata
+        if timeout_ms is not None:
+            cmd["timeoutMs"] = timeout_ms
+        raw: dict[str, Any] = await self.command(self._in_room(cmd, room), timeout=timeout)
+        if raw.get("status") == "fulfilled":
+            return JsRequestResult(ok=True, value=decode_data(raw["data"]), ms=raw.get("ms", 0.0))
+        return JsRequestResult(
+            ok=False, kind=raw.get("kind"), message=str(raw.get("message")), ms=raw.get("ms", 0.0)
+        )
+
+    async def release_handshake(
+        self, peer_id: str, *, room: str | None = None, timeout: float = DEFAULT_TIMEOUT
+    ) -> None:
+        """Let a held (``hold=True``) handshake with ``peer_id`` finish."""
+        cmd = {"cmd": "handshake-release", "peerId": peer_id}
+        await self.command(self._in_room(cmd, room), timeout=timeout)
+
+    async def ping(
+        self, peer_id: str, *, room: str | None = None, timeout: float = DEFAULT_TIMEOUT
+    ) -> float:
+        cmd = {"cmd": "ping", "peerId": peer_id}
+        return float(await self.command(self._in_room(cmd, room), timeout=timeout))
+
+    async def peers(
+        self, *, room: str | None = None, timeout: float = DEFAULT_TIMEOUT
+    ) -> list[str]:
+        return list(await self.command(self._in_room({"cmd": "peers"}, room), timeout=timeout))
+
+    async def connections(
+        self, *, room: str | None = None, timeout: float = DEFAULT_TIMEOUT
+    ) -> dict[str, int]:
+        """``{peer_id: n}`` for the room's active peers; ``n`` numbers RTCPeerConnection
+        objects within this process, so equal numbers in two rooms mean one shared connection."""
+        cmd = self._in_room({"cmd": "connections"}, room)
+        return dict(await self.command(cmd, timeout=timeout))
+
+    async def status(
+        self, *, room: str | None = None, timeout: float = DEFAULT_TIMEOUT
+    ) -> dict[str, Any]:
+        cmd = self._in_room({"cmd": "status"}, room)
         result: dict[str, Any] = await self.command(cmd, timeout=timeout)
         return result
 
-    async def ping(self, peer_id: str, timeout: float = DEFAULT_TIMEOUT) -> float:
-        return float(await self.command({"cmd": "ping", "peerId": peer_id}, timeout=timeout))
-
-    async def peers(self, timeout: float = DEFAULT_TIMEOUT) -> list[str]:
-        return list(await self.command({"cmd": "peers"}, timeout=timeout))
-
-    async def status(self, timeout: float = DEFAULT_TIMEOUT) -> dict[str, Any]:
-        result: dict[str, Any] = await self.command({"cmd": "status"}, timeout=timeout)
-        return result
-
-    async def leave(self, timeout: float = DEFAULT_TIMEOUT) -> None:
-        await self.command({"cmd": "leave"}, timeout=timeout)
+    async def leave(self, *, room: str | None = None, timeout: float = DEFAULT_TIMEOUT) -> None:
+        await self.command(self._in_room({"cmd": "leave"}, room), timeout=timeout)
 
     async def wait_message(
         self,
         action: str,
         *,
         peer_id: str | None = None,
+        room: str | None = None,
         timeout: float = DEFAULT_TIMEOUT,
     ) -> dict[str, Any]:
-        """Next ``message`` event on ``action`` (from ``peer_id`` if given)."""
+        """Next ``message`` event on ``action`` (from ``peer_id`` / in ``room`` if given)."""
         fields: dict[str, Any] = {"action": action}
         if peer_id is not None:
             fields["peerId"] = peer_id
+        if room is not None:
+            fields["room"] = room
         return await self.wait_event("message", timeout=timeout, **fields)
+
+
+@dataclass(frozen=True)
+class JsRequestResult:
+    """Outcome of :meth:`JsPeer.request`: ``ok`` with the decoded ``value``, or not ``ok``
+    with Trystero's error ``kind`` (``"rejected"``, ``"timeout"``, ``"disconnected"``, …)
+    and ``message``. ``ms``: how long the request took on the JS side."""
+
+    ok: bool
+    value: Any = None
+    kind: str | None = None
+    message: str | None = None
+    ms: float = 0.0
+
+
+def handshake_spec(
+    mode: str = "accept",
+    *,
+    send: Any = None,
+    metadata: Any = None,
+    receive: bool | None = None,
+    hold: bool = False,
+    message: str | None = None,
+) -> dict[str, Any]:
+    """A ``handshake`` script for :meth:`JsPeer.join` (see jspeer.mjs): optionally send
+    ``send`` (with ``metadata``), receive one value if ``receive`` (default: for accept),
+    wait for :meth:`JsPeer.release_handshake` if ``hold``, then accept, or reject with
+    ``message``."""
+    spec: dict[str, Any] = {"mode": mode}
+    if send is not None:
+        spec["send"] = encode_data(send)
+        if metadata is not None:
+            spec["metadata"] = metadata
+    if receive is not None:
+        spec["receive"] = receive
+    if hold:
+        spec["hold"] = True
+    if message is not None:
+        spec["message"] = message
+    return spec
 
 
 def _short(ev: dict[str, Any], limit: int = 200) -> str:
