@@ -15,6 +15,7 @@ from ._requests import RequestAction, RequestMany
 from ._room import Action, HandshakeHook, HandshakeReceive, HandshakeSend, JoinErrorEvent, Room
 from ._rpc import caller_id
 from ._signalling import RelayHealth, RelayState, relay_health
+from ._sockets import PeerSocket, StreamReader, StreamWriter
 from .errors import (
     HandshakeError,
     PeerError,
@@ -27,6 +28,7 @@ from .errors import (
     RequestError,
     RoomClosedError,
     SealError,
+    StreamResetError,
     UsageError,
 )
 from .mqtt import Mqtt
@@ -47,6 +49,7 @@ __all__ = [
     "PeerError",
     "PeerJoined",
     "PeerLeft",
+    "PeerSocket",
     "PeerTimeoutError",
     "PeerUnavailableError",
     "PeermeshError",
@@ -62,6 +65,9 @@ __all__ = [
     "RoomClosedError",
     "RoomEvent",
     "SealError",
+    "StreamReader",
+    "StreamResetError",
+    "StreamWriter",
     "Torrent",
     "UsageError",
     "WsRelay",

@@ -19,7 +19,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 from aiortc import RTCConfiguration, RTCPeerConnection
 
@@ -40,6 +40,7 @@ from ._wire.sealing import (
     make_password_response,
     parse_password_message,
 )
+from ._wire.streams import DEFAULT_WINDOW, DEFAULT_WRITE_LIMIT
 from ._wire.topics import room_token
 from .errors import (
     HandshakeError,
@@ -49,6 +50,9 @@ from .errors import (
     RoomClosedError,
     UsageError,
 )
+
+if TYPE_CHECKING:
+    from ._sockets import PeerSocket, StreamReader, StreamWriter
 
 __all__ = [
     "Action",
@@ -216,7 +220,7 @@ class Action:
         Each iteration has its own queue of at most ``DEFAULT_QUEUE_LIMIT`` messages; if
         the loop body falls that far behind, newer messages are dropped for this iterator
         (and logged), never buffered without bound. Iteration ends when the room is left.
-        For flow control end to end, use :meth:`Room.socket` streams instead.
+        For flow control end to end, use :meth:`Room.open_stream` instead.
         """
         return self.messages()
 
@@ -419,6 +423,30 @@ class Room:
         as a request does.
         """
         return await self._rpc.call(peer_id, name, args, kwargs, timeout)
+
+    def socket(self, peer_id: str, name: str, *, limit: int = DEFAULT_QUEUE_LIMIT) -> PeerSocket:
+        """A message socket to one peer over the action ``name``: ``await sock.send(data)``,
+        ``async for data in sock``, ``await sock.close()``. See
+        :class:`peermesh.PeerSocket` for its contract (queue ``limit``, what ends it)."""
+        from ._sockets import PeerSocket
+
+        return PeerSocket(self, peer_id, name, limit=limit)
+
+    async def open_stream(
+        self,
+        peer_id: str,
+        name: str,
+        *,
+        window: int = DEFAULT_WINDOW,
+        write_limit: int = DEFAULT_WRITE_LIMIT,
+    ) -> tuple[StreamReader, StreamWriter]:
+        """A flow-controlled byte stream with one peer, which opens the same ``name`` with
+        our id: ``reader, writer = await room.open_stream(peer_id, "file")``. At most
+        ``window`` bytes are ever in flight or buffered unread; a reader that stops reading
+        stops the writer's ``drain()``. See :func:`peermesh._sockets.open_stream`."""
+        from ._sockets import open_stream
+
+        return await open_stream(self, peer_id, name, window=window, write_limit=write_limit)
 
     def on_peer_join(self, callback: C) -> C:
         """Call ``callback(peer_id)`` when a peer becomes active; replays current peers."""

@@ -10,6 +10,7 @@
     │   │   └── SealError          an SDP/candidate could not be decrypted (wrong password?)
     │   ├── HandshakeError         the admission handshake failed (password mismatch, timeout)
     │   ├── PeerUnavailableError   the target peer is not (or no longer) in the room
+    │   ├── StreamResetError       a byte stream was aborted by (or because of) the peer
     │   ├── RequestError           a peer answered a request with an error
     │   └── PeerTimeoutError       a peer did not answer in time (also TimeoutError)
     └── RelayError                 a tracker, relay or broker failed or misbehaved
@@ -39,6 +40,7 @@ __all__ = [
     "RequestError",
     "RoomClosedError",
     "SealError",
+    "StreamResetError",
     "UsageError",
 ]
 
@@ -92,6 +94,11 @@ class RequestError(PeerError):
 
 class PeerTimeoutError(PeerError, TimeoutError):
     """A peer did not answer within the allotted time."""
+
+
+class StreamResetError(PeerError):
+    """A byte stream (``Room.open_stream``) was aborted: the peer reset it, or it broke the
+    stream protocol (then we reset it). Unread and unsent bytes are lost."""
 
 
 class RelayError(PeermeshError):
