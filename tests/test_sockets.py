@@ -192,6 +192,11 @@ async def test_stream_readexactly_readline_eof(join: JoinFactory) -> None:
     assert await rb.readline() == b""
     await wa.wait_closed()
     wb.close()
+    await wb.wait_closed()
+    with pytest.raises(UsageError, match="already used"):
+        await a.open_stream(b.self_id, "bytes")  # _pair_streams' name, used with b
+    _, writer = await a.open_stream(b.self_id, "bytes-2")  # a fresh name is fine
+    writer.close()
 
 
 async def test_back_pressure_bounds_bytes_in_flight(join: JoinFactory) -> None:

@@ -72,6 +72,13 @@ def _claim(room: Room, peer_id: str, name: str) -> Action:
     return action
 
 
+# Stream names used per room, by (peer id, name): the stream protocol cannot tell an old
+# stream from a new one of the same name, so a name is never reopened with the same peer.
+_used_streams: weakref.WeakKeyDictionary[Room, set[tuple[str, str]]] = weakref.WeakKeyDictionary()
+#: Stream names one room may use over its life (with all peers together).
+MAX_STREAM_NAMES = 65536
+
+
 def _release(room: Room, peer_id: str, name: str) -> None:
     _open.get(room, set()).discard((peer_id, name))
 
@@ -612,12 +619,20 @@ async def open_stream(
 
     Until the peer opens its end nothing is sent, so :meth:`StreamWriter.drain` and
     :meth:`StreamReader.read` wait; bound them with ``asyncio.timeout`` if the peer may
-    never open. A name carries one stream per peer pair for the life of the room: do not
-    reopen it with the same peer (the protocol cannot tell an old stream from a new one).
+    never open. A name carries one stream per peer pair for the life of the room (the
+    protocol cannot tell an old stream from a new one): use a fresh name per stream, e.g.
+    ``f"file-{n}"``; at most :data:`MAX_STREAM_NAMES` per room.
 
     Raises :class:`RoomClosedError` after ``leave()``, :class:`PeerUnavailableError` if
-    ``peer_id`` is not an active peer, :class:`UsageError` for a bad name or parameter, or
-    if a socket or stream with that peer and name is already open.
+    ``peer_id`` is not an active peer, :class:`UsageError` for a bad name or parameter, if
+    a socket or stream with that peer and name is already open, or if a stream of that
+    name was already opened with that peer in this room.
     """
+    used = _used_streams.setdefault(room, set())
+    if (peer_id, name) in used:
+        raise UsageError(f"stream {name!r} was already used with {peer_id}; pick a new name")
+    if len(used) >= MAX_STREAM_NAMES:
+        raise UsageError(f"{room!r} has used {MAX_STREAM_NAMES} stream names")
     stream = _Stream(room, peer_id, name, window, write_limit)
+    used.add((peer_id, name))
     return StreamReader(stream), StreamWriter(stream)
