@@ -24,6 +24,7 @@ EXPECTED = {
         "host: guest left",
         "done",
     ],
+    "streams.py": ["receiver: 3145728 bytes, sha256 ok", "sender: done, thanks", "done"],
     "request_reply.py": [
         "apple costs 0.5",
         "durian: no such item: durian",
