@@ -7,8 +7,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+import peermesh._signalling
 from peermesh import Room
 from peermesh._link import PeerLink, wait_links_closed
+from peermesh._signalling import passive_room
 from peermesh.torrent import join_room
 from tests.rooms import LOOPBACK, eventually, peer_ids
 
@@ -123,3 +125,65 @@ async def test_two_leader_links_converge_on_the_same_one_both_sides(
     assert a._shared.links == {b.self_id: kept_out}
     assert b._shared.links == {a.self_id: kept_in}
     assert await a.ping(b.self_id) > 0
+
+
+# -- passive rooms: presence follows ``room.dormant`` (wire notes §9.1) -----------------------
+
+
+def remote_tokens(room: Room, peer_id: str) -> set[str]:
+    """The room tokens ``peer_id`` told ``room``'s table it is in (by presence frames)."""
+    return room._shared._info[room._shared.links[peer_id]].remote_tokens
+
+
+async def test_a_dormant_room_is_advertised_only_while_awake(idle_pair: tuple[Room, Room]) -> None:
+    a, b = idle_pair
+    options = {"app_id": "shared-tests", "relay_urls": UNREACHABLE, **LOOPBACK}
+    backup = await join_room("backup", peer_id=b.self_id, passive=True, **options)
+    try:
+        assert backup.dormant
+        await connect(a, b)  # the link opens while the passive room is dormant
+        await eventually(lambda: b.self_id in a.get_peers(), 10, "a and b to meet")
+        await eventually(lambda: b.token in remote_tokens(a, b.self_id), 5, "room presence")
+        await asyncio.sleep(0.2)
+        assert backup.token not in remote_tokens(a, b.self_id)
+
+        passive_room(backup).wake()  # as a signaller does for a non-passive peer
+        assert not backup.dormant
+        await eventually(lambda: backup.token in remote_tokens(a, b.self_id), 5, "presence=1")
+
+        passive_room(backup).check()  # no peer, nothing negotiating: dormant again
+        assert backup.dormant
+        await eventually(lambda: backup.token not in remote_tokens(a, b.self_id), 5, "presence=0")
+        assert b.token in remote_tokens(a, b.self_id)  # the other room is untouched
+    finally:
+        await backup.leave()
+
+
+async def test_a_woken_room_stays_awake_while_it_has_a_peer(
+    idle_pair: tuple[Room, Room], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(peermesh._signalling, "PASSIVE_GRACE", 0.2)
+    a, b = idle_pair
+    options = {"app_id": "shared-tests", "relay_urls": UNREACHABLE, **LOOPBACK}
+    await connect(a, b)
+    await eventually(lambda: b.self_id in a.get_peers(), 10, "a and b to meet")
+    backup = await join_room("backup", peer_id=b.self_id, passive=True, **options)
+    a_backup = await join_room("backup", peer_id=a.self_id, **options)
+    try:
+        await asyncio.sleep(0.3)
+        assert backup.dormant
+        assert a.self_id not in backup.get_peers()  # a never heard of b's dormant room
+        passive_room(backup).wake()
+        await eventually(
+            lambda: a.self_id in backup.get_peers() and b.self_id in a_backup.get_peers(),
+            10,
+            "the rooms to bind on the shared link",
+        )
+        await asyncio.sleep(0.6)  # several grace periods: a peer keeps it awake
+        assert not backup.dormant
+        await a_backup.leave()
+        await eventually(lambda: backup.dormant, 5, "dormant once its last peer left")
+        assert backup.token not in remote_tokens(a, b.self_id)
+    finally:
+        await a_backup.leave()
+        await backup.leave()

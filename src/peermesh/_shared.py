@@ -12,7 +12,12 @@ rooms over it with room frames and presence frames (wire notes §6.1, §6.2, §9
 * tokens the remote announced before we joined the room are remembered (bounded), so a room
   joined later binds at once;
 * when a link closes, every room bound to it loses that peer; when the last local room
-  bound to a link leaves, the link is closed.
+  bound to a link leaves, the link is closed;
+* a *dormant* passive room is not advertised: it gets no presence=1 when it joins or when a
+  link opens; :meth:`SharedLinks.set_dormant` sends presence=0 when it goes dormant and
+  presence=1 when it wakes (wire notes §9.1, Trystero's ``shouldAdvertise``). A dormant room
+  is not bound onto links either (its peer, not having our presence, would not answer the
+  admission handshake); it is bound, where the peer said it is in it, when it wakes.
 """
 
 from __future__ import annotations
@@ -44,6 +49,8 @@ class RoomEndpoint(Protocol):
     """What a room offers the shared table (implemented by :class:`peermesh.Room`)."""
 
     token: str
+    #: A dormant passive room is not advertised on shared connections.
+    dormant: bool
 
     def has_peer(self, peer_id: str) -> bool: ...
     def attach(self, link: PeerLink) -> None: ...
@@ -82,9 +89,11 @@ class SharedLinks:
     # -- rooms ------------------------------------------------------------------------------
 
     def add_room(self, room: RoomEndpoint) -> None:
-        """Register a joined room, tell every open link we are in it, and bind the room to
-        links whose peer already said it is in it."""
+        """Register a joined room, tell every open link we are in it (unless the room is
+        dormant), and bind the room to links whose peer already said it is in it."""
         self.rooms[room.token] = room
+        if room.dormant:
+            return
         frame = encode_presence_frame(room.token, True)
         for link in list(self.links.values()):
             link.send_nowait(frame)
@@ -105,7 +114,28 @@ class SharedLinks:
         for link, info in list(self._info.items()):
             if info.origin is room and not link.is_open:
                 link.close("room left before the connection opened")
+            elif not self.rooms:
+                # No local room left to serve: lingering for a leaving peer's grace (see
+                # release) has no purpose, and the event loop may be about to end.
+                link.close("no room left on this connection")
         self._maybe_empty()
+
+    def set_dormant(self, room: RoomEndpoint, dormant: bool) -> None:
+        """Mark a passive ``room`` dormant or awake, telling every open link: presence=0
+        when it goes dormant, presence=1 when it wakes (and then binding the room onto the
+        links whose peer said it is in it). No-op if nothing changes; frames are sent only
+        for a room registered here."""
+        if room.dormant == dormant:
+            return
+        room.dormant = dormant
+        if self.rooms.get(room.token) is not room:
+            return
+        frame = encode_presence_frame(room.token, not dormant)
+        for link in list(self.links.values()):
+            if link.is_open:
+                link.send_nowait(frame)
+                if not dormant and room.token in self._info[link].remote_tokens:
+                    room.attach(link)
 
     def release(self, link: PeerLink, *, linger: bool = False) -> None:
         """Close ``link`` if its peer is in none of our rooms any more.
@@ -185,8 +215,9 @@ class SharedLinks:
                     room.peer_gone(remote_id, "connection replaced")
             existing.close("duplicate connection")
         self.links[remote_id] = link
-        for token in self.rooms:
-            link.send_nowait(encode_presence_frame(token, True))
+        for token, room in self.rooms.items():
+            if not room.dormant:
+                link.send_nowait(encode_presence_frame(token, True))
         origin = info.origin
         if origin is not None and self.rooms.get(origin.token) is origin:
             origin.attach(link)
@@ -245,7 +276,7 @@ class SharedLinks:
             if frame.present:
                 if len(info.remote_tokens) < MAX_REMOTE_TOKENS:
                     info.remote_tokens.add(frame.token)
-                if room is not None and not room.has_peer(remote_id):
+                if room is not None and not room.dormant and not room.has_peer(remote_id):
                     room.attach(link)
             else:
                 info.remote_tokens.discard(frame.token)

@@ -45,6 +45,35 @@ def test_encoders_write_trysteros_key_order() -> None:
     )
 
 
+def test_passive_encoders_put_the_flag_last_as_trystero() -> None:
+    # signal-handler.mjs spreads ``passive: true`` after the other keys of every message.
+    p = "AbCdEfGhIjKlMnOpQrSt"
+    oid = "o" * 12
+    assert encode_offer(p, oid, "x", passive=True) == (
+        f'{{"peerId":"{p}","offerId":"{oid}","offer":"x","passive":true}}'
+    )
+    assert encode_answer(p, "y", oid, passive=True) == (
+        f'{{"peerId":"{p}","answer":"y","offerId":"{oid}","passive":true}}'
+    )
+    assert encode_answer(p, "y", None, passive=True) == (
+        f'{{"peerId":"{p}","answer":"y","passive":true}}'
+    )
+    assert encode_candidate(p, "c", oid, offerer=True, passive=True) == (
+        f'{{"peerId":"{p}","offerId":"{oid}","candidate":"c","passive":true}}'
+    )
+    assert encode_candidate(p, "c", oid, offerer=False, passive=True) == (
+        f'{{"peerId":"{p}","candidate":"c","offerId":"{oid}","passive":true}}'
+    )
+
+
+@pytest.mark.parametrize("value", ["true", "1", '"true"', "false", "null"])
+def test_only_boolean_true_marks_a_passive_sender(value: str) -> None:
+    # Trystero: ``payload["passive"] === true``.
+    signal = parse_signal(f'{{"peerId":"{PEER}","passive":{value}}}')
+    assert signal.kind is SignalKind.ANNOUNCE
+    assert signal.passive is (value == "true")
+
+
 def test_parse_round_trips_every_kind() -> None:
     assert parse_signal(encode_announce(PEER, passive=True)) == Signal(
         SignalKind.ANNOUNCE, PEER, passive=True

@@ -6,18 +6,29 @@ the reconnecting WebSocket (:mod:`.websocket`) with its jittered backoff and hea
 and, for the topic strategies (Nostr, MQTT, ws-relay), the :class:`TopicRelay` interface
 that each medium implements so that the leader rule, offers, answers and candidates are
 written once (:mod:`.topic`).
+
+Passive rooms (Trystero's ``passive``) are coordinated here too: :class:`PassiveRoom` keeps
+one passive room's dormant/awake state for all of its signallers (a room may use several
+strategies at once), waking every one of them when any hears a non-passive peer and putting
+them back to sleep when the room has no peers and no signalling in progress.
 """
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import logging
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from .._room import Room
 
 __all__ = [
+    "PASSIVE_GRACE",
+    "PassiveRoom",
     "ReadyCallbacks",
     "RelayHealth",
     "RelayState",
@@ -25,6 +36,7 @@ __all__ = [
     "TopicHandler",
     "TopicRelay",
     "call_logged",
+    "passive_room",
     "register_relay",
     "relay_health",
 ]
@@ -41,6 +53,17 @@ class Signaller(Protocol):
 
     def peer_lost(self, peer_id: str) -> None:
         """The connection to an active peer of the room ended without it leaving."""
+
+    def wake(self) -> None:
+        """A passive room woke up (``room.dormant`` is already ``False``): subscribe and
+        announce as an active room would, restarting the warm-up burst."""
+
+    def sleep(self) -> None:
+        """A passive room went dormant (``room.dormant`` is already ``True``): stop
+        announcing and offering; keep listening for a peer that can wake it."""
+
+    def has_active_work(self) -> bool:
+        """Whether a connection is being negotiated, which keeps a passive room awake."""
 
 
 class RelayState(enum.Enum):
@@ -156,3 +179,88 @@ class ReadyCallbacks:
 
     def clear(self) -> None:
         self._callbacks.clear()
+
+
+logger = logging.getLogger(__name__)
+
+#: Trystero's ``passiveActivationGraceMs``: a passive room that woke up is checked after this
+#: many seconds (and again every as long while it stays awake); with no peer and no
+#: signalling in progress it goes dormant. Module-level so that tests can shorten it.
+PASSIVE_GRACE = 7.533
+
+
+class PassiveRoom:
+    """The dormant/awake state of one passive room, shared by all of its signallers.
+
+    Trystero 0.25.4 semantics (``strategy.mjs``): the room starts dormant; any signaller
+    that hears a message able to wake it calls :meth:`wake`, which sends presence=1 on every
+    shared connection, wakes every signaller (announce burst, offers) and schedules a check
+    after :data:`PASSIVE_GRACE`. :meth:`check` runs then, and at once when a peer of the
+    room leaves; with no peer and no negotiation in progress the room goes dormant again
+    (presence=0, signallers asleep). While awake and busy the check repeats every
+    :data:`PASSIVE_GRACE` seconds (one timer); while dormant nothing runs.
+    """
+
+    def __init__(self, room: Room) -> None:
+        self.room = room
+        self._timer: asyncio.TimerHandle | None = None
+        room.on_peer_leave(self._peer_left)
+
+    def _peer_left(self, peer_id: str) -> None:
+        self.check()
+
+    def wake(self) -> None:
+        """Wake the room if it is dormant (no-op otherwise, or once it has been left)."""
+        room = self.room
+        if not room.is_passive or not room.dormant or room.closed:
+            return
+        logger.debug("%r: passive room wakes up", room)
+        room._shared.set_dormant(room, False)
+        for signaller in room._signallers:
+            try:
+                signaller.wake()
+            except Exception:
+                logger.exception("%r: %r failed to wake", room, signaller)
+        self._schedule()
+
+    def check(self) -> None:
+        """Put the awake room back to sleep if it has no peer and no signaller is
+        negotiating a connection; otherwise check again after :data:`PASSIVE_GRACE`."""
+        self._cancel()
+        room = self.room
+        if not room.is_passive or room.dormant or room.closed:
+            return
+        if room._members or any(s.has_active_work() for s in room._signallers):
+            self._schedule()
+            return
+        logger.debug("%r: passive room goes dormant", room)
+        room._shared.set_dormant(room, True)
+        for signaller in room._signallers:
+            try:
+                signaller.sleep()
+            except Exception:
+                logger.exception("%r: %r failed to go dormant", room, signaller)
+
+    def _schedule(self) -> None:
+        self._cancel()
+        self._timer = asyncio.get_running_loop().call_later(PASSIVE_GRACE, self.check)
+
+    def _cancel(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def close(self) -> None:
+        """Stop the pending check (the room is being left)."""
+        self._cancel()
+
+
+_passive_rooms: weakref.WeakKeyDictionary[Room, PassiveRoom] = weakref.WeakKeyDictionary()
+
+
+def passive_room(room: Room) -> PassiveRoom:
+    """The :class:`PassiveRoom` of ``room`` (created on first use, dropped with the room)."""
+    state = _passive_rooms.get(room)
+    if state is None:
+        state = _passive_rooms[room] = PassiveRoom(room)
+    return state

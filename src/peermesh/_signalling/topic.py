@@ -14,6 +14,15 @@ away), and follows the leader rule:
 * answers and trickled candidates are routed by ``offerId``; candidates that arrive early
   are held (bounded) until their connection exists.
 
+A *passive* room (wire notes §2.1, Trystero's ``topic-strategy.mjs`` and
+``signal-handler.mjs``) starts dormant: it subscribes only to the root topic, sends nothing,
+and ignores every message from a passive peer. A message from a non-passive peer that is not
+an answer or a candidate wakes it (:class:`~peermesh._signalling.PassiveRoom`): it then also
+subscribes its self topic (and keeps it), announces with the burst, and every announcement,
+offer and answer it sends carries ``"passive":true`` (counter-announcements do not, as in
+Trystero). It goes dormant again, announcements stopped, when it has no peer and no
+negotiation in progress.
+
 Offers are made on demand: aiortc produces a complete (non-trickle) offer in ~2 ms, so the
 pool of pre-made offers Trystero keeps would only hold sockets open for nothing. Our SDP
 carries every candidate inline; we never trickle our own. Malformed signals are dropped,
@@ -44,7 +53,7 @@ from .._wire.signals import (
 )
 from .._wire.topics import gen_id, root_topic, self_topic
 from ..errors import ProtocolError, SealError
-from . import TopicRelay
+from . import TopicRelay, passive_room
 
 if TYPE_CHECKING:
     from .._room import Room
@@ -127,28 +136,47 @@ class TopicSignaller:
         self._creating = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
+        self._self_subscribed = False
 
     # -- lifecycle ----------------------------------------------------------------------------
 
     async def start(self) -> None:
+        passive = self.room.is_passive
+        if passive:
+            passive_room(self.room)  # follows the room's peers from now on
         for relay in self.relays:
             handler = self._make_handler(relay)
             self._handlers[relay] = handler
-            relay.subscribe(self.self_topic, handler)
+            if not passive:
+                relay.subscribe(self.self_topic, handler)
             relay.subscribe(self.root_topic, handler)
+        self._self_subscribed = not passive
+        for relay in self.relays:
             self._unready.append(relay.on_ready(self._make_restart(relay)))
+        if passive and not self.room.dormant:
+            self.wake()  # another strategy of this room woke it while we were starting
+
+    def _subscribe_self(self) -> None:
+        if self._self_subscribed or self._closed:
+            return
+        self._self_subscribed = True
+        for relay, handler in self._handlers.items():
+            relay.subscribe(self.self_topic, handler)
 
     async def close(self) -> None:
         if self._closed:
             return
         self._closed = True
+        if self.room.is_passive:
+            passive_room(self.room).close()
         for unregister in self._unready:
             unregister()
         for task in [*self._loops.values(), *self._tasks]:
             task.cancel()
         await asyncio.gather(*self._loops.values(), *self._tasks, return_exceptions=True)
         for relay, handler in self._handlers.items():
-            relay.unsubscribe(self.self_topic, handler)
+            if self._self_subscribed:
+                relay.unsubscribe(self.self_topic, handler)
             relay.unsubscribe(self.root_topic, handler)
             await relay.release()
         for offer in self._offers.values():
@@ -176,7 +204,7 @@ class TopicSignaller:
     # -- announcing ---------------------------------------------------------------------------
 
     def _restart(self, relay: TopicRelay) -> None:
-        if self._closed:
+        if self._closed or self.room.dormant:
             return
         previous = self._loops.pop(relay, None)
         if previous is not None:
@@ -186,11 +214,38 @@ class TopicSignaller:
     def peer_lost(self, peer_id: str) -> None:
         # As Trystero: when a connection drops (not when a peer leaves on purpose), re-run
         # the announce burst so that the peer, if it is still there, is found again at once.
+        # A passive room does not: its PassiveRoom checks whether it goes dormant instead.
+        if self.room.is_passive:
+            return
         for relay in self.relays:
             self._restart(relay)
 
+    # -- passive rooms ------------------------------------------------------------------------
+
+    def wake(self) -> None:
+        if self._closed:
+            return
+        self._subscribe_self()
+        for relay in self.relays:
+            self._restart(relay)
+
+    def sleep(self) -> None:
+        for task in self._loops.values():
+            task.cancel()
+        self._loops.clear()
+
+    def has_active_work(self) -> bool:
+        if self._creating:
+            return True
+        now = time.monotonic()
+        for offer in self._offers.values():
+            pending = not offer.link.is_open and not offer.link.is_closed
+            if pending and (offer.answered or now - offer.created < OFFER_TTL):
+                return True
+        return any(not a.link.is_open and not a.link.is_closed for a in self._answers.values())
+
     async def _announce_loop(self, relay: TopicRelay) -> None:
-        announce = encode_announce(self.room.self_id)
+        announce = encode_announce(self.room.self_id, passive=self.room.is_passive)
         for delay in WARMUP_DELAYS:
             await asyncio.sleep(delay)
             await relay.publish(self.root_topic, announce)
@@ -211,6 +266,16 @@ class TopicSignaller:
             return
         if signal.peer_id == self.room.self_id:
             return
+        room = self.room
+        if room.is_passive:
+            if signal.passive:
+                return  # passive peers never connect to each other
+            if room.dormant:
+                if signal.kind in (SignalKind.ANSWER, SignalKind.CANDIDATE):
+                    return
+                passive_room(room).wake()
+                if room.dormant:
+                    return  # could not wake (the room is being left)
         if signal.kind is not SignalKind.ANNOUNCE and topic != self.self_topic:
             return  # offers, answers and candidates are addressed to our self topic
         live = self.room._shared.live_link(signal.peer_id)
@@ -324,7 +389,9 @@ class TopicSignaller:
             if guard.users == 0:
                 del self._offer_locks[peer_id]
         await self._publish_to(
-            relay, peer_id, encode_offer(room.self_id, offer.offer_id, offer.sealed_sdp)
+            relay,
+            peer_id,
+            encode_offer(room.self_id, offer.offer_id, offer.sealed_sdp, passive=room.is_passive),
         )
 
     async def _on_offer(self, relay: TopicRelay, signal: Signal) -> None:
@@ -362,7 +429,12 @@ class TopicSignaller:
         await self._publish_to(
             relay,
             peer_id,
-            encode_answer(room.self_id, seal(room.seal_key, answer), signal.offer_id),
+            encode_answer(
+                room.self_id,
+                seal(room.seal_key, answer),
+                signal.offer_id,
+                passive=room.is_passive,
+            ),
         )
         await self._apply_early(peer_id, signal.offer_id, link)
 

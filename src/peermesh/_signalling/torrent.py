@@ -14,6 +14,14 @@ its trackers:
   or have offers out and the smaller id (the collision rule: the larger id answers);
 * an answer is applied only to one of our outstanding offers, which it then consumes.
 
+A *passive* room starts dormant (Trystero's torrent ``topicState.isActive = false``): it
+makes no offers and announces as a seeder, ``left:0`` with no offers, at once and then every
+max(tracker interval, :data:`DORMANT_ANNOUNCE_INTERVAL`). A relayed offer (trackers relay
+offers only from rooms that announce them, and carry no ``passive`` flag) wakes it
+(:class:`~peermesh._signalling.PassiveRoom`): it answers, and announces with offers and the
+warm-up burst like an active room. When it goes dormant again its outstanding offers are
+dropped and the ``left:0`` announces resume.
+
 Undecryptable offers or answers are reported as join errors (a password mismatch, as in
 Trystero); they, and decrypted offers or answers that carry no usable SDP, are logged at DEBUG
 and counted (``undecryptable_signals``, ``unusable_signals``). Malformed tracker messages are
@@ -41,10 +49,11 @@ from .._wire.tracker import (
     clamp_interval_ms,
     encode_announce,
     encode_answer,
+    encode_passive_announce,
     parse_tracker_message,
 )
 from ..errors import ProtocolError, RelayProtocolError, SealError
-from . import RelayHealth, RelayState, register_relay
+from . import RelayHealth, RelayState, passive_room, register_relay
 from .websocket import ReconnectingWebSocket, SocketState
 
 if TYPE_CHECKING:
@@ -67,6 +76,12 @@ DEFAULT_REDUNDANCY = 3
 OFFERS_PER_ANNOUNCE = 3
 OFFER_TTL = 120.0
 WARMUP_DELAYS = (0.0, 0.233, 0.533, 1.333)
+#: A dormant passive room announces ``left:0`` every max(tracker interval, this) seconds
+#: (Trystero's ``dormantAnnounceMs``). Module-level so that tests can shorten it.
+DORMANT_ANNOUNCE_INTERVAL = 120.0
+#: Links made from our offers that got an answer and are still connecting, remembered (to
+#: keep a passive room awake) up to this many.
+MAX_CONNECTING = 64
 DEDUPE_WINDOW = 4.0
 MAX_DEDUPE_ENTRIES = 4096
 #: Offers from other peers we answer at once; more are dropped until some finish.
@@ -184,6 +199,7 @@ class TorrentSignaller:
         self._offers: dict[str, _Offer] = {}
         self._offer_lock = asyncio.Lock()
         self._answering: dict[str, PeerLink] = {}
+        self._connecting: set[PeerLink] = set()
         self._seen: dict[tuple[str, str, str], float] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
@@ -193,6 +209,8 @@ class TorrentSignaller:
         self.unusable_signals = 0
 
     async def start(self) -> None:
+        if self.room.is_passive:
+            passive_room(self.room)  # follows the room's peers from now on
         for url in self.urls:
             conn = tracker_connection(url, self.room.self_id)
             self._connections.append(conn)
@@ -202,6 +220,8 @@ class TorrentSignaller:
         if self._closed:
             return
         self._closed = True
+        if self.room.is_passive:
+            passive_room(self.room).close()
         for task in [*self._loops.values(), *self._tasks]:
             task.cancel()
         await asyncio.gather(*self._loops.values(), *self._tasks, return_exceptions=True)
@@ -214,6 +234,7 @@ class TorrentSignaller:
             if not link.is_open:
                 link.close("room left")
         self._answering.clear()
+        self._connecting.clear()
 
     def peer_lost(self, peer_id: str) -> None:
         """Nothing to do: a torrent room keeps announcing at its interval, as Trystero."""
@@ -226,7 +247,45 @@ class TorrentSignaller:
         previous = self._loops.pop(conn, None)
         if previous is not None:
             previous.cancel()
-        self._loops[conn] = asyncio.ensure_future(self._announce_loop(conn))
+        loop = self._dormant_loop(conn) if self.room.dormant else self._announce_loop(conn)
+        self._loops[conn] = asyncio.ensure_future(loop)
+
+    async def _dormant_loop(self, conn: TrackerConnection) -> None:
+        announce = encode_passive_announce(self.info_hash, self.room.self_id)
+        while True:
+            await conn.send(announce)
+            interval = self._intervals.get(conn.url, DORMANT_ANNOUNCE_INTERVAL)
+            await asyncio.sleep(max(interval, DORMANT_ANNOUNCE_INTERVAL))
+
+    # -- passive rooms ------------------------------------------------------------------------
+
+    def wake(self) -> None:
+        """Announce with offers, starting with the warm-up burst, on every open tracker."""
+        if self._closed:
+            return
+        for conn in self._connections:
+            if conn.socket.is_open:
+                self.tracker_opened(conn)
+
+    def sleep(self) -> None:
+        """Drop outstanding offers and go back to ``left:0`` announces."""
+        if self._closed:
+            return
+        for conn in self._connections:
+            loop = self._loops.pop(conn, None)
+            if loop is not None:
+                loop.cancel()
+            if conn.socket.is_open:
+                self.tracker_opened(conn)
+        for offer in self._offers.values():
+            offer.link.close("passive room went dormant")
+        self._offers.clear()
+
+    def has_active_work(self) -> bool:
+        self._connecting = {k for k in self._connecting if not k.is_open and not k.is_closed}
+        if self._connecting:
+            return True
+        return any(not k.is_open and not k.is_closed for k in self._answering.values())
 
     async def _announce_loop(self, conn: TrackerConnection) -> None:
         for delay in WARMUP_DELAYS:
@@ -258,9 +317,17 @@ class TorrentSignaller:
                 if now - offer.created > OFFER_TTL or offer.link.is_closed:
                     del self._offers[offer_id]
                     offer.link.close("offer expired")
-            while len(self._offers) < OFFERS_PER_ANNOUNCE and not self._closed:
+            while (
+                len(self._offers) < OFFERS_PER_ANNOUNCE
+                and not self._closed
+                and not self.room.dormant
+            ):
                 link = self._new_link(initiator=True)
-                sdp = await link.create_offer()
+                try:
+                    sdp = await link.create_offer()
+                except BaseException:
+                    link.close("offer not made")
+                    raise
                 offer = _Offer(gen_id(20), link, seal(self.room.seal_key, sdp), time.monotonic())
                 self._offers[offer.offer_id] = offer
             return list(self._offers.values())
@@ -290,11 +357,16 @@ class TorrentSignaller:
         if self._seen_recently(type(signal).__name__, signal.offer_id, signal.peer_id):
             return
         if isinstance(signal, RelayedOffer):
+            if self.room.dormant:
+                passive_room(self.room).wake()
+                if self.room.dormant:
+                    return
             if len(self._tasks) >= MAX_CONCURRENT_ANSWERS:
                 logger.debug("%r: too many offers in flight; dropped one", self.room)
                 return
-            self._spawn(self._answer(conn, signal))
-        else:
+            # As Trystero's hasOutgoingOffer hint: whether we had offers out when it came.
+            self._spawn(self._answer(conn, signal, has_offers=bool(self._offers)))
+        elif not self.room.dormant:
             self._spawn(self._accept(signal))
 
     def _seen_recently(self, kind: str, offer_id: str, peer_id: str) -> bool:
@@ -319,7 +391,9 @@ class TorrentSignaller:
         self.room._shared.bind(self.room, live)
         return True
 
-    async def _answer(self, conn: TrackerConnection, offer: RelayedOffer) -> None:
+    async def _answer(
+        self, conn: TrackerConnection, offer: RelayedOffer, *, has_offers: bool
+    ) -> None:
         room = self.room
         peer_id = offer.peer_id
         if self._bound_elsewhere(peer_id):
@@ -331,7 +405,7 @@ class TorrentSignaller:
         if sum(not k.is_open for k in self._answering.values()) >= MAX_PENDING_ANSWERS:
             logger.debug("%r: too many unanswered connections; dropped an offer", room)
             return
-        if self._offers and room.self_id < peer_id:
+        if has_offers and room.self_id < peer_id:
             logger.debug("%r: ignoring offer from %s (collision rule)", room, peer_id)
             return
         try:
@@ -378,6 +452,9 @@ class TorrentSignaller:
             room._join_error("incorrect room password when decrypting answer", peer_id)
             return
         offer.link.remote_id = peer_id
+        self._connecting = {k for k in self._connecting if not k.is_open and not k.is_closed}
+        if len(self._connecting) < MAX_CONNECTING:
+            self._connecting.add(offer.link)
         try:
             await offer.link.accept_answer(sdp)
         except ProtocolError as exc:
