@@ -24,6 +24,12 @@ EXPECTED = {
         "host: guest left",
         "done",
     ],
+    "passive_backup.py": [
+        "backups passive=True, peers after 1.5 s: 0",
+        "editor joined; the backup woke and connected",
+        "backup saved {'doc': 1, 'text': 'draft'}",
+        "done",
+    ],
     "streams.py": ["receiver: 3145728 bytes, sha256 ok", "sender: done, thanks", "done"],
     "request_reply.py": [
         "apple costs 0.5",
