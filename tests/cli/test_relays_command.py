@@ -65,7 +65,9 @@ async def test_one_open_and_one_dead_relay_exits_0() -> None:
     assert "1 of 2 relays open" in out
     assert "│ open" in row(out, relay.url)
     dead = row(out, DEAD_URL)
-    assert "backing off" in dead
+    # Between two attempts it backs off; on a slow machine the snapshot may catch the next
+    # attempt. Either way it is not open and shows why.
+    assert re.search(r"│ (backing off|connecting) ", dead), out
     assert "refused" in dead.lower() or "connect call failed" in dead.lower()
 
 
@@ -76,8 +78,8 @@ async def test_only_dead_relays_exits_1() -> None:
     )  # fmt: skip
     assert status == 1, out + err
     assert "0 of 2 relays open" in out
-    assert "backing off" in row(out, DEAD_URL)
-    assert "backing off" in row(out, "ws://127.0.0.1:2")
+    for url in (DEAD_URL, "ws://127.0.0.1:2"):
+        assert re.search(r"│ (backing off|connecting) ", row(out, url)), out
 
 
 async def test_default_strategy_prints_the_nostr_relays_it_uses() -> None:
