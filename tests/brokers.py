@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-__all__ = ["MosquittoBroker", "free_port", "start_mosquitto"]
+__all__ = ["MosquittoBroker", "free_port", "live_server", "start_mosquitto"]
 
 STARTUP_TIMEOUT = 10.0
 
@@ -163,3 +163,28 @@ async def start_mosquitto(*, websockets: bool = True) -> AsyncIterator[Mosquitto
             yield broker
         finally:
             await broker.stop()
+
+
+@contextlib.asynccontextmanager
+async def live_server(strategy: str) -> AsyncIterator[str]:
+    """A real signalling server for ``strategy`` ("torrent", "relay", "nostr" or "mqtt") on
+    loopback; yields its URL."""
+    from peermesh.servers import serve_relay
+    from peermesh.servers.tracker import serve_tracker
+    from tests.interop.nostr_relay import NostrRelaySetupError, start_nostr_relay
+
+    if strategy == "torrent":
+        async with await serve_tracker("127.0.0.1", 0, interval=10) as tracker:
+            yield tracker.url
+    elif strategy == "relay":
+        async with await serve_relay(port=0) as server:
+            yield server.url
+    elif strategy == "nostr":
+        try:
+            async with start_nostr_relay() as url:
+                yield url
+        except NostrRelaySetupError as exc:
+            pytest.fail(str(exc), pytrace=False)
+    else:
+        async with start_mosquitto(websockets=False) as broker:
+            yield broker.mqtt_url

@@ -5,7 +5,6 @@ on the topic servers that records what the rooms publish."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -31,11 +30,8 @@ from peermesh._wire.nostr import NostrKey
 from peermesh._wire.signals import encode_announce, encode_answer
 from peermesh._wire.topics import info_hash, root_topic, self_topic
 from peermesh._wire.tracker import encode_passive_announce
-from peermesh.servers import serve_relay
-from peermesh.servers.tracker import serve_tracker
 from tests._signalling.test_torrent import RawTracker
-from tests.brokers import start_mosquitto
-from tests.interop.nostr_relay import NostrRelaySetupError, start_nostr_relay
+from tests.brokers import live_server
 from tests.rooms import LOOPBACK, eventually, peer_ids
 
 pytestmark = pytest.mark.timeout(60)
@@ -56,29 +52,6 @@ _JOINS: dict[str, Callable[..., Awaitable[Room]]] = {
 }
 
 Join = Callable[..., Awaitable[Room]]
-
-
-@contextlib.asynccontextmanager
-async def live_server(strategy: str) -> AsyncIterator[str]:
-    """A real server of ``strategy``'s kind on loopback; yields its URL."""
-    if strategy == "torrent":
-        tracker = await serve_tracker("127.0.0.1", 0, interval=10)
-        try:
-            yield tracker.url
-        finally:
-            await tracker.close()
-    elif strategy == "relay":
-        async with await serve_relay(port=0) as server:
-            yield server.url
-    elif strategy == "nostr":
-        try:
-            async with start_nostr_relay() as url:
-                yield url
-        except NostrRelaySetupError as exc:
-            pytest.fail(str(exc), pytrace=False)
-    else:
-        async with start_mosquitto(websockets=False) as broker:
-            yield broker.mqtt_url
 
 
 class Spy:

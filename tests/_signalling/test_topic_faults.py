@@ -32,8 +32,7 @@ from peermesh._wire.sealing import derive_key, seal
 from peermesh._wire.signals import encode_announce, encode_answer, encode_candidate, encode_offer
 from peermesh._wire.topics import gen_id, root_topic, self_topic
 from peermesh.servers import serve_relay
-from tests.brokers import start_mosquitto
-from tests.interop.nostr_relay import NostrRelaySetupError, start_nostr_relay
+from tests.brokers import live_server
 from tests.rooms import LOOPBACK, eventually, peer_ids
 
 pytestmark = pytest.mark.timeout(45)
@@ -61,23 +60,6 @@ _JOINS: dict[str, Callable[..., Awaitable[Room]]] = {
     "nostr": peermesh.nostr.join_room,
     "mqtt": peermesh.mqtt.join_room,
 }
-
-
-@contextlib.asynccontextmanager
-async def live_server(strategy: str) -> AsyncIterator[str]:
-    """A real server of ``strategy``'s kind on loopback; yields its URL."""
-    if strategy == "relay":
-        async with await serve_relay(port=0) as server:
-            yield server.url
-    elif strategy == "nostr":
-        try:
-            async with start_nostr_relay() as url:
-                yield url
-        except NostrRelaySetupError as exc:
-            pytest.fail(str(exc), pytrace=False)
-    else:
-        async with start_mosquitto(websockets=False) as broker:
-            yield broker.mqtt_url
 
 
 @pytest.fixture
