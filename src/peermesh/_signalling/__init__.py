@@ -217,10 +217,7 @@ class PassiveRoom:
         logger.debug("%r: passive room wakes up", room)
         room._shared.set_dormant(room, False)
         for signaller in room._signallers:
-            try:
-                signaller.wake()
-            except Exception:
-                logger.exception("%r: %r failed to wake", room, signaller)
+            call_logged(repr(room), signaller.wake)
         self._schedule()
 
     def check(self) -> None:
@@ -236,10 +233,7 @@ class PassiveRoom:
         logger.debug("%r: passive room goes dormant", room)
         room._shared.set_dormant(room, True)
         for signaller in room._signallers:
-            try:
-                signaller.sleep()
-            except Exception:
-                logger.exception("%r: %r failed to go dormant", room, signaller)
+            call_logged(repr(room), signaller.sleep)
 
     def _schedule(self) -> None:
         self._cancel()
