@@ -6,7 +6,10 @@ every raw sample and the machine they ran on, go to ``bench/results/<date>T<time
 
 - :mod:`bench.peers` -- peer processes (``py_peer.py``, ``js_peer.mjs``), their protocol and
   the clock;
-- :mod:`bench.scenarios` -- what is measured, and how (the definitions of the figures);
+- :mod:`bench.scenarios` -- what is measured between two peers, and how (the definitions
+  of the join, throughput, bulk and ping figures);
+- :mod:`bench.groups` -- memory per connected peer, full mesh of N peers, late joiner per
+  strategy, and the local signalling servers they use;
 - :mod:`bench.model` -- pairs, figures and samples;
 - :mod:`bench.report` -- the table, the JSON file and the machine information.
 """

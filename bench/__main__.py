@@ -1,9 +1,10 @@
 """``python -m bench``: run the benchmarks, print a table, write a JSON file.
 
     python -m bench                          # everything, 5 runs, 64 MiB
-    python -m bench --quick                  # 2 runs, 16 MiB
+    python -m bench --quick                  # 2 runs (1 for mesh and late), smaller sizes
     python -m bench --only join --runs 10
     python -m bench --loop uvloop --pairs py-node,node-node
+    python -m bench --only mesh --mesh-50    # N = 5, 10, 20 and 50
 
 Run it through ``make bench`` (``BENCH_ARGS="..."``) to get a loopback-only network
 namespace. See :mod:`bench.scenarios` for what each figure means.
@@ -18,17 +19,28 @@ import importlib.util
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 from rich.console import Console
 
+from .groups import SCENARIOS, STRATEGIES
 from .model import Figure
 from .report import RESULTS_DIR, machine_info, results_json, table, write_json
-from .scenarios import ID_ORDERS, JOIN_MODES, MIB, SCENARIOS, Settings
+from .scenarios import ID_ORDERS, JOIN_MODES, MIB, Settings
 
 DEFAULT_RUNS = 5
 DEFAULT_SIZE_MIB = 64.0
+DEFAULT_BULK_COUNT = 1000
+DEFAULT_MESH_SIZES = (5, 10, 20)
+DEFAULT_MESH_TIMEOUT = 90.0
+DEFAULT_MEMORY_PEERS = 8
 QUICK_RUNS = 2
+QUICK_GROUP_RUNS = 1
 QUICK_SIZE_MIB = 16.0
+QUICK_BULK_COUNT = 250
+QUICK_MESH_SIZES = (5, 10)
+QUICK_MESH_TIMEOUT = 30.0
+QUICK_MEMORY_PEERS = 5
 
 
 def _csv(choices: Sequence[str]) -> Callable[[str], tuple[str, ...]]:
@@ -42,6 +54,16 @@ def _csv(choices: Sequence[str]) -> Callable[[str], tuple[str, ...]]:
         return items
 
     return parse
+
+
+def _int_csv(text: str) -> tuple[int, ...]:
+    try:
+        items = tuple(dict.fromkeys(int(x) for x in text.split(",") if x.strip()))
+    except ValueError:
+        items = ()
+    if not items or min(items) < 2:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers ≥ 2, got {text!r}")
+    return items
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -92,6 +114,53 @@ def _parser() -> argparse.ArgumentParser:
         help="only these pairs (first-second); default all",
     )
     parser.add_argument(
+        "--bulk-count",
+        type=int,
+        help=f"64 KiB messages per bulk run (default {DEFAULT_BULK_COUNT}, quick "
+        f"{QUICK_BULK_COUNT})",
+    )
+    parser.add_argument("--ping-count", type=int, default=1000, help="pings per run (1000)")
+    parser.add_argument(
+        "--memory-peers",
+        type=int,
+        help=f"connections the memory hub holds (default {DEFAULT_MEMORY_PEERS}, quick "
+        f"{QUICK_MEMORY_PEERS})",
+    )
+    parser.add_argument(
+        "--mesh-sizes",
+        type=_int_csv,
+        help="peer counts of the full mesh (default 5,10,20; quick 5,10)",
+    )
+    parser.add_argument(
+        "--mesh-50", action="store_true", help="also a mesh of 50 peers (heavy: minutes)"
+    )
+    parser.add_argument(
+        "--mesh-strategies",
+        type=_csv(("torrent", "nostr")),
+        default=("torrent", "nostr"),
+        help="strategies of the full mesh (torrent,nostr)",
+    )
+    parser.add_argument(
+        "--mesh-timeout",
+        type=float,
+        help=f"time box of one mesh run in seconds (default {DEFAULT_MESH_TIMEOUT:g}, quick "
+        f"{QUICK_MESH_TIMEOUT:g})",
+    )
+    parser.add_argument(
+        "--strategies",
+        type=_csv(STRATEGIES),
+        default=STRATEGIES,
+        help=f"strategies of the late joiner ({','.join(STRATEGIES)})",
+    )
+    parser.add_argument(
+        "--late-delay", type=float, default=5.0, help="seconds before the late joiner (5)"
+    )
+    parser.add_argument(
+        "--group-runs",
+        type=int,
+        help=f"runs of the mesh and late-joiner figures (default --runs; quick {QUICK_GROUP_RUNS})",
+    )
+    parser.add_argument(
         "--out", type=Path, default=RESULTS_DIR, help=f"JSON directory (default {RESULTS_DIR})"
     )
     return parser
@@ -106,8 +175,27 @@ def settings_from(args: argparse.Namespace) -> Settings:
         if args.quick
         else DEFAULT_SIZE_MIB
     )
-    if runs < 1:
-        raise SystemExit("--runs must be at least 1")
+
+    T = TypeVar("T")
+
+    def pick(given: T | None, quick: T, default: T) -> T:
+        return given if given is not None else quick if args.quick else default
+
+    bulk_count = pick(args.bulk_count, QUICK_BULK_COUNT, DEFAULT_BULK_COUNT)
+    memory_peers = pick(args.memory_peers, QUICK_MEMORY_PEERS, DEFAULT_MEMORY_PEERS)
+    mesh_sizes = pick(args.mesh_sizes, QUICK_MESH_SIZES, DEFAULT_MESH_SIZES)
+    if args.mesh_50 and 50 not in mesh_sizes:
+        mesh_sizes = (*mesh_sizes, 50)
+    mesh_timeout = pick(args.mesh_timeout, QUICK_MESH_TIMEOUT, DEFAULT_MESH_TIMEOUT)
+    group_runs = (
+        args.group_runs
+        if args.group_runs is not None
+        else (QUICK_GROUP_RUNS if args.quick and args.runs is None else None)
+    )
+    if min(runs, bulk_count, args.ping_count, memory_peers, group_runs or 1) < 1:
+        raise SystemExit("--runs, --*-count, --memory-peers and --group-runs must be ≥ 1")
+    if mesh_timeout <= 0 or args.late_delay < 0:
+        raise SystemExit("--mesh-timeout must be positive and --late-delay not negative")
     if size_mib <= 0:
         raise SystemExit("--size-mib must be positive")
     loops = ("asyncio", "uvloop") if args.loop == "both" else (args.loop,)
@@ -119,6 +207,15 @@ def settings_from(args: argparse.Namespace) -> Settings:
         stagger=args.stagger,
         id_order=args.id_order,
         pairs=args.pairs,
+        bulk_count=bulk_count,
+        ping_count=args.ping_count,
+        memory_peers=memory_peers,
+        mesh_sizes=mesh_sizes,
+        mesh_strategies=args.mesh_strategies,
+        mesh_timeout=mesh_timeout,
+        late_strategies=args.strategies,
+        late_delay=args.late_delay,
+        heavy_runs=group_runs,
     )
 
 

@@ -42,6 +42,14 @@ if (typeof globalThis.WebSocket === "undefined") {
   globalThis.WebSocket = ws.WebSocket ?? ws.default;
 }
 const { joinRoom, selfId } = await import(packageUrl("@trystero-p2p/torrent"));
+// Other strategies ("strategy" in join) are imported on first use, before the join call's
+// "joining" event; ws-relay is the interop harness's adapter over the real core.
+const STRATEGY_MODULES = {
+  torrent: async () => ({ joinRoom }),
+  nostr: async () => import(packageUrl("@trystero-p2p/nostr")),
+  mqtt: async () => import(packageUrl("@trystero-p2p/mqtt")),
+  "ws-relay": async () => import(pathToFileURL(join(interopDir, "ws-relay-strategy.mjs")).href),
+};
 const { RTCPeerConnection } = await import(pathToFileURL(join(interopDir, "rtc-polyfill.mjs")).href);
 const { deterministicBytes, sha256Hex, toBytes } = await import(pathToFileURL(join(interopDir, "payloads.mjs")).href);
 const trysteroVersion = JSON.parse(
@@ -58,12 +66,16 @@ process.on("unhandledRejection", (err) => emit("fatal", { error: errText(err) })
 let room = null;
 let sendAction = null;
 let payload = new Uint8Array(0);
+const expected = new Map(); // peerId -> {count, size, left, bytes, bad} ("expect")
 
 const commands = {
   async join(msg) {
     if (room) throw new Error("already joined");
+    const load = STRATEGY_MODULES[msg.strategy ?? "torrent"];
+    if (!load) throw new Error(`unknown strategy ${JSON.stringify(msg.strategy)}`);
+    const strategy = await load();
     emit("joining");
-    room = joinRoom(
+    room = strategy.joinRoom(
       { appId: msg.app_id, relayConfig: { urls: [msg.tracker_url] }, rtcConfig: { iceServers: [] }, rtcPolyfill: RTCPeerConnection },
       msg.room_id,
       { onJoinError: ({ error, peerId }) => emit("join_error", { peer_id: peerId, error: errText(error) }) },
@@ -76,7 +88,17 @@ const commands = {
       const peerId = ctx?.peerId;
       const bytes = toBytes(data);
       const size = bytes ? bytes.byteLength : typeof data === "string" ? data.length : -1;
-      emit("received", { peer_id: peerId, size });
+      const batch = expected.get(peerId);
+      if (batch) {
+        batch.left -= 1;
+        batch.bytes += Math.max(size, 0);
+        if (size !== batch.size) batch.bad += 1;
+        if (batch.left > 0) return;
+        expected.delete(peerId);
+        emit("received_all", { peer_id: peerId, count: batch.count, bytes: batch.bytes, bad: batch.bad });
+      } else {
+        emit("received", { peer_id: peerId, size });
+      }
       emit("verified", { peer_id: peerId, size, sha256: bytes ? sha256Hex(bytes) : null });
     };
     return { self_id: selfId };
@@ -90,10 +112,29 @@ const commands = {
 
   async send(msg) {
     if (!sendAction) throw new Error("not joined");
-    emit("sending", { size: payload.byteLength });
+    const count = msg.count ?? 1;
+    emit("sending", { size: payload.byteLength, count });
     const t0 = performance.now();
-    await sendAction.send(payload, { target: msg.target });
+    for (let i = 0; i < count; i++) await sendAction.send(payload, { target: msg.target });
     return { ms: performance.now() - t0 };
+  },
+
+  async expect(msg) {
+    if (!(msg.count >= 1)) throw new Error("count must be at least 1");
+    expected.set(msg.peer_id, { count: msg.count, size: msg.size, left: msg.count, bytes: 0, bad: 0 });
+    return null;
+  },
+
+  async ping(msg) {
+    if (!room) throw new Error("not joined");
+    for (let i = 0; i < (msg.warmup ?? 0); i++) await room.ping(msg.target);
+    const rtts = [];
+    for (let i = 0; i < msg.count; i++) {
+      const t0 = performance.now();
+      await room.ping(msg.target);
+      rtts.push(performance.now() - t0);
+    }
+    return { rtts_ms: rtts };
   },
 
   async leave() {

@@ -12,12 +12,24 @@ one ``{"event": "result", "id", "ok", "value" | "error"}``. Commands run concurr
 =========== ==================================== ====================================
 ``cmd``     fields                               result ``value``
 =========== ==================================== ====================================
-``join``    ``tracker_url``, ``app_id``,         ``{self_id}``; emits ``joining`` right
-            ``room_id``                          before the library's join call
+``join``    ``tracker_url`` (signalling server   ``{self_id}``; emits ``joining`` right
+            URL, any strategy), ``app_id``,      before the library's join call
+            ``room_id``, ``strategy`` (default
+            ``torrent``; ``nostr``, ``mqtt``,
+            ``ws-relay``)
 ``prepare`` ``size``, ``seed``                   ``{size, sha256, ms}``: the payload is
                                                  generated now, before any clock runs
-``send``    ``target`` (peer id)                 ``{ms}`` once the send call resolved;
-                                                 emits ``sending`` right before it
+``send``    ``target`` (peer id), ``count``      ``{ms}`` once the last of ``count``
+            (default 1)                          sequential send calls resolved; emits
+                                                 ``sending`` right before the first
+``expect``  ``peer_id``, ``count``, ``size``     ``null`` at once; the next ``count``
+                                                 messages from ``peer_id`` are counted
+                                                 silently (no ``received``), the last
+                                                 one emits ``received_all``
+``ping``    ``target``, ``count``, ``warmup``    ``{rtts_ms: [...]}``: ``count`` sequential
+                                                 ``room.ping`` calls (after ``warmup``
+                                                 untimed ones), each timed in the peer
+                                                 (``perf_counter`` / ``performance.now``)
 ``leave``   --                                   ``null``
 ``exit``    -- (no result; EOF on stdin is the same)
 =========== ==================================== ====================================
@@ -25,8 +37,10 @@ one ``{"event": "result", "id", "ok", "value" | "error"}``. Commands run concurr
 Events, each with ``t`` = the child's wall clock in seconds (Python ``time.time()``, Node
 ``performance.timeOrigin + performance.now()``): ``ready {self_id, pid, runtime, version,
 loop?, trystero?}``, ``joining``, ``peer_joined {peer_id}``, ``peer_left {peer_id}``,
-``join_error {peer_id, error}``, ``sending {size}``, ``received {peer_id, size}`` (first
-thing in the message callback), ``verified {peer_id, size, sha256}`` (right after it),
+``join_error {peer_id, error}``, ``sending {size, count}``, ``received {peer_id, size}``
+(first thing in the message callback), ``received_all {peer_id, count, bytes, bad}`` (in its
+place for the last message of an ``expect``; ``bad`` counts messages whose size was not
+``size``), ``verified {peer_id, size, sha256}`` (right after either),
 ``fatal {error}`` (Node: uncaught exception).
 
 The clock: :class:`PeerProcess` stamps every event with ``arrived`` = the parent's
@@ -124,8 +138,11 @@ class PeerProcess:
         ]
 
     @classmethod
-    async def start(cls, spec: PeerSpec, *, name: str | None = None) -> PeerProcess:
-        """Spawn the peer and wait until it has imported everything and says ``ready``."""
+    async def start(
+        cls, spec: PeerSpec, *, name: str | None = None, ready_timeout: float = READY_TIMEOUT
+    ) -> PeerProcess:
+        """Spawn the peer and wait until it has imported everything and says ``ready``
+        (:class:`PeerError` after ``ready_timeout`` seconds)."""
         proc = await asyncio.create_subprocess_exec(
             *spec.argv(),
             cwd=str(REPO_DIR),
@@ -136,7 +153,7 @@ class PeerProcess:
         )
         peer = cls(spec, proc, name or f"{spec.short.lower()}{next(_names)}")
         try:
-            peer.ready = await peer.wait_event("ready", timeout=READY_TIMEOUT)
+            peer.ready = await peer.wait_event("ready", timeout=ready_timeout)
         except BaseException:
             await peer.close()
             raise

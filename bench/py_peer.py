@@ -27,12 +27,14 @@ import time
 from typing import Any, TextIO
 
 import peermesh
-from peermesh.torrent import join_room
+from peermesh import mqtt, nostr, relay, torrent
 
 LOOPBACK_RTC_CONFIG: dict[str, Any] = {"iceServers": []}
 LOOPBACK_ADDRESSES = ["127.0.0.1"]
 #: The action every benchmark payload travels on.
 BENCH_ACTION = "bench"
+#: ``join``'s ``strategy`` field: the module whose ``join_room`` is used.
+STRATEGIES = {"torrent": torrent, "nostr": nostr, "mqtt": mqtt, "ws-relay": relay}
 
 Message = dict[str, Any]
 
@@ -55,6 +57,8 @@ class Peer:
         self._action: peermesh.Action | None = None
         self._payload = b""
         self._commands: asyncio.Queue[Message | None] = asyncio.Queue()
+        # `expect`: messages still to count silently, per sender
+        self._expect: dict[str, _Batch] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
     # -- control channel ----------------------------------------------------------------------
@@ -117,8 +121,11 @@ class Peer:
     async def cmd_join(self, command: Message) -> Message:
         if self._room is not None:
             raise RuntimeError("already joined")
+        strategy = STRATEGIES.get(command.get("strategy", "torrent"))
+        if strategy is None:
+            raise ValueError(f"unknown strategy {command.get('strategy')!r}")
         self.emit("joining")
-        room = await join_room(
+        room = await strategy.join_room(
             command["room_id"],
             app_id=command["app_id"],
             relay_urls=[command["tracker_url"]],
@@ -148,10 +155,31 @@ class Peer:
     async def cmd_send(self, command: Message) -> Message:
         if self._action is None:
             raise RuntimeError("not joined")
-        self.emit("sending", size=len(self._payload))
+        count = int(command.get("count", 1))
+        self.emit("sending", size=len(self._payload), count=count)
         started = time.perf_counter()
-        await self._action.send(self._payload, target=command["target"])
+        for _ in range(count):
+            await self._action.send(self._payload, target=command["target"])
         return {"ms": (time.perf_counter() - started) * 1000}
+
+    async def cmd_expect(self, command: Message) -> None:
+        count = int(command["count"])
+        if count < 1:
+            raise ValueError("count must be at least 1")
+        self._expect[command["peer_id"]] = _Batch(count, int(command["size"]))
+
+    async def cmd_ping(self, command: Message) -> Message:
+        if self._room is None:
+            raise RuntimeError("not joined")
+        target = command["target"]
+        for _ in range(int(command.get("warmup", 0))):
+            await self._room.ping(target)
+        rtts = []
+        for _ in range(int(command["count"])):
+            started = time.perf_counter()
+            await self._room.ping(target)
+            rtts.append((time.perf_counter() - started) * 1000)
+        return {"rtts_ms": rtts}
 
     async def cmd_leave(self, command: Message) -> None:
         if self._room is not None:
@@ -161,11 +189,34 @@ class Peer:
 
     def _on_message(self, data: object, peer_id: str, metadata: object) -> None:
         size = len(data) if isinstance(data, bytes | bytearray | str) else -1
-        self.emit("received", peer_id=peer_id, size=size)
+        batch = self._expect.get(peer_id)
+        if batch is not None:
+            batch.left -= 1
+            batch.bytes += max(size, 0)
+            batch.bad += size != batch.size
+            if batch.left > 0:
+                return
+            del self._expect[peer_id]
+            self.emit(
+                "received_all", peer_id=peer_id, count=batch.count, bytes=batch.bytes, bad=batch.bad
+            )
+        else:
+            self.emit("received", peer_id=peer_id, size=size)
         payload = data if isinstance(data, bytes) else str(data).encode()
         self.emit(
             "verified", peer_id=peer_id, size=size, sha256=hashlib.sha256(payload).hexdigest()
         )
+
+
+class _Batch:
+    """An ``expect`` in progress: ``count`` messages of ``size`` bytes from one peer."""
+
+    def __init__(self, count: int, size: int) -> None:
+        self.count = count
+        self.size = size
+        self.left = count
+        self.bytes = 0
+        self.bad = 0
 
 
 def _claim_stdout() -> TextIO:

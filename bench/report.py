@@ -97,9 +97,25 @@ def ratio(figure: Figure, figures: Sequence[Figure]) -> float | None:
 
 
 def _number(value: float | None, unit: str) -> str:
+    """Three significant figures or so: 245, 27.7, 0.43."""
     if value is None or math.isnan(value):
         return "—"
-    return f"{value:.0f}" if unit == "ms" else f"{value:.1f}"
+    magnitude = abs(value)
+    return (
+        f"{value:.0f}"
+        if magnitude >= 100
+        else f"{value:.1f}"
+        if magnitude >= 10
+        else (f"{value:.2f}")
+    )
+
+
+def _note(figure: Figure) -> str:
+    """The first failed run's error, shortened (e.g. "incomplete after 90 s: 40/45 links")."""
+    error = next((s.error for s in figure.samples if s.error), None)
+    if error is None:
+        return ""
+    return error if len(error) <= 48 else error[:47] + "…"
 
 
 def table(figures: Sequence[Figure], title: str) -> Table:
@@ -107,8 +123,9 @@ def table(figures: Sequence[Figure], title: str) -> Table:
     out = Table(
         title=title,
         caption=(
-            "ratio = median ÷ Node⇄Node median of the same figure "
-            "(join: > 1 is slower than Trystero; throughput: < 1 is slower)"
+            "ratio = median ÷ Node⇄Node (Trystero) median of the same figure: for MiB/s "
+            "< 1 is slower than Trystero, for every other unit > 1 is slower or bigger. "
+            "note: why a run failed (the first failure)"
         ),
     )
     out.add_column("figure")
@@ -119,6 +136,9 @@ def table(figures: Sequence[Figure], title: str) -> Table:
     out.add_column("unit")
     out.add_column("runs", justify="right")
     out.add_column("ratio", justify="right")
+    notes = any(figure.failures for figure in figures)
+    if notes:
+        out.add_column("note", overflow="fold")
     previous = None
     for figure in figures:
         if previous is not None and figure.key != previous:
@@ -126,7 +146,7 @@ def table(figures: Sequence[Figure], title: str) -> Table:
         previous = figure.key
         r = ratio(figure, figures)
         runs = f"{len(figure.values)}/{len(figure.samples)}"
-        out.add_row(
+        row = [
             figure.title,
             figure.pair_label,
             _number(figure.median, figure.unit),
@@ -135,7 +155,8 @@ def table(figures: Sequence[Figure], title: str) -> Table:
             figure.unit,
             runs if not figure.failures else f"[red]{runs}[/red]",
             "anchor" if figure.pair.is_anchor else (f"{r:.2f}" if r is not None else "—"),
-        )
+        ]
+        out.add_row(*row, *([_note(figure)] if notes else []))
     return out
 
 

@@ -1,9 +1,10 @@
-"""The benchmark scenarios. Each one runs peer processes (see :mod:`bench.peers`) on a fresh
-embedded tracker per pair and returns :class:`~bench.model.Figure` objects.
+"""The two-peer benchmark scenarios. Each one runs peer processes (see :mod:`bench.peers`) on
+a fresh embedded tracker per pair and returns :class:`~bench.model.Figure` objects; the
+scenarios with more processes or other strategies are in :mod:`bench.groups`.
 
-To add one (ping RTT, memory per peer, full mesh of N peers, late joiner...), write a class
-with a ``name``, a ``description`` and ``async run(settings, log) -> list[Figure]``, and
-register it in :data:`SCENARIOS`; the CLI's ``--only`` and the report pick it up.
+To add one, write a class with a ``name``, a ``description`` and ``async run(settings, log)
+-> list[Figure]``, and register it in :data:`PAIR_SCENARIOS` (or
+:data:`bench.groups.SCENARIOS`); the CLI's ``--only`` and the report pick it up.
 
 Figures so far (all times are differences of the parent's ``time.monotonic()`` stamps of
 peer events, see :mod:`bench.peers`):
@@ -26,12 +27,23 @@ peer events, see :mod:`bench.peers`):
     then sends them as one binary action message. Figure: size / (receiver's ``received``
     event − sender's ``sending`` event), in MiB/s; ``received`` is emitted on entry to the
     message callback, the payload's SHA-256 is checked right after (outside the interval).
+``bulk``
+    As ``throughput``, but per run one ``--bulk-count`` (default 1000; quick 250) times a
+    64 KiB payload, each send awaited before the next; the receiver counts them silently
+    (``expect``) and emits ``received_all`` in the callback of the last one. Figure: total
+    bytes / (``received_all`` − ``sending``), in MiB/s; every message's size is checked.
+``ping.median`` / ``ping.p99``
+    One connected pair; the first peer calls ``room.ping(second)`` 20 times untimed, then
+    ``--ping-count`` (default 1000) times one after the other, each call timed inside the
+    peer. Figures: the median and the 99th percentile (nearest rank) of each run's times.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
+import statistics
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -48,12 +60,19 @@ from .peers import Event, PeerError, PeerProcess, PeerSpec
 __all__ = [
     "ID_ORDERS",
     "JOIN_MODES",
-    "SCENARIOS",
+    "PAIR_SCENARIOS",
+    "BulkScenario",
     "JoinScenario",
+    "PingScenario",
     "Scenario",
     "Settings",
     "ThroughputScenario",
+    "connected_pair",
+    "cpu_seconds",
+    "join_via",
     "pairs_for",
+    "percentile",
+    "rss_mib",
 ]
 
 MIB = 1024 * 1024
@@ -79,6 +98,28 @@ class Settings:
     id_order: str = "second-lower"
     join_timeout: float = 30.0
     pairs: tuple[str, ...] | None = None  # keys like "py-node" (any loop); None: all
+    bulk_count: int = 1000  # messages per bulk run
+    bulk_size: int = 64 * 1024  # bytes per bulk message
+    ping_count: int = 1000  # timed pings per run
+    memory_peers: int = 8  # connections held by the memory hub
+    mesh_sizes: tuple[int, ...] = (5, 10, 20)
+    mesh_strategies: tuple[str, ...] = ("torrent", "nostr")
+    mesh_timeout: float = 90.0  # time box of one mesh run
+    late_strategies: tuple[str, ...] = ("torrent", "nostr", "mqtt", "ws-relay")
+    late_delay: float = 5.0  # seconds between the two joins of a late-joiner run
+    late_timeout: float = 30.0
+    heavy_runs: int | None = None  # runs of the mesh and late scenarios (None: runs)
+
+    @property
+    def group_runs(self) -> int:
+        """Runs per figure of the multi-process scenarios (mesh, late joiner)."""
+        return self.heavy_runs if self.heavy_runs is not None else self.runs
+
+    @property
+    def group_loop(self) -> str:
+        """The one event loop of the Python peers in the memory, mesh and late-joiner
+        scenarios: the last of :attr:`loops` (uvloop when both are measured)."""
+        return self.loops[-1]
 
     @property
     def transfer_timeout(self) -> float:
@@ -129,7 +170,16 @@ async def _start_pair(pair: Pair) -> tuple[PeerProcess, PeerProcess]:
 
 
 async def _join(peer: PeerProcess, tracker: TrackerServer, room_id: str) -> None:
-    await peer.command("join", tracker_url=tracker.url, app_id=APP_ID, room_id=room_id)
+    await join_via(peer, "torrent", tracker.url, room_id)
+
+
+async def join_via(
+    peer: PeerProcess, strategy: str, url: str, room_id: str, *, timeout: float = 30.0
+) -> None:
+    """``peer`` joins ``room_id`` through the signalling server at ``url``."""
+    await peer.command(
+        "join", strategy=strategy, tracker_url=url, app_id=APP_ID, room_id=room_id, timeout=timeout
+    )
 
 
 async def _both_joined(a: PeerProcess, b: PeerProcess, timeout: float) -> tuple[Event, Event]:
@@ -138,6 +188,23 @@ async def _both_joined(a: PeerProcess, b: PeerProcess, timeout: float) -> tuple[
         b.wait_event("peer_joined", peer_id=a.self_id, timeout=timeout),
     )
     return ea, eb
+
+
+@contextlib.asynccontextmanager
+async def connected_pair(
+    pair: Pair, settings: Settings
+) -> AsyncIterator[tuple[PeerProcess, PeerProcess]]:
+    """Both peers of ``pair`` started, in one fresh room of a fresh tracker, and seeing each
+    other; closed on exit. Raises :class:`PeerError` (or ``OSError``) if that fails."""
+    async with _tracker() as tracker:
+        first, second = await _start_pair(pair)
+        try:
+            room_id = f"bench-{uuid.uuid4().hex[:16]}"
+            await asyncio.gather(_join(first, tracker, room_id), _join(second, tracker, room_id))
+            await _both_joined(first, second, settings.join_timeout)
+            yield first, second
+        finally:
+            await asyncio.gather(first.close(), second.close())
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -151,6 +218,16 @@ def _rss_mib(pid: int) -> float:
     with contextlib.suppress(psutil.Error):
         return float(psutil.Process(pid).memory_info().rss) / MIB
     return float("nan")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (NaN if it is gone)."""
+    return _cpu_seconds(pid)
+
+
+def rss_mib(pid: int) -> float:
+    """Resident set size of process ``pid`` in MiB (NaN if it is gone)."""
+    return _rss_mib(pid)
 
 
 def _fail_rest(figure: Figure, runs: int, error: str) -> None:
@@ -294,24 +371,28 @@ class ThroughputScenario:
     async def run(self, settings: Settings, log: Log) -> list[Figure]:
         figures = []
         for pair in pairs_for(settings):
-            figure = Figure(
-                key="throughput",
-                title=f"throughput, {settings.size / MIB:g} MiB",
-                pair=pair,
-                arrow="→",
-                unit="MiB/s",
-                higher_is_better=True,
-                definition=(
-                    f"{settings.size} deterministic bytes generated before the clock, sent as "
-                    "one binary action message over one connected pair (reused for every "
-                    "run); size / (receiver's 'received' event, first thing in its message "
-                    "callback, - sender's 'sending' event, right before its send call); "
-                    "parent monotonic clock; payload SHA-256 verified outside the interval"
-                ),
-            )
+            figure = self._figure(pair, settings)
             await self._pair(figure, settings, log)
             figures.append(figure)
         return figures
+
+    @staticmethod
+    def _figure(pair: Pair, settings: Settings) -> Figure:
+        return Figure(
+            key="throughput",
+            title=f"throughput, {settings.size / MIB:g} MiB",
+            pair=pair,
+            arrow="→",
+            unit="MiB/s",
+            higher_is_better=True,
+            definition=(
+                f"{settings.size} deterministic bytes generated before the clock, sent as "
+                "one binary action message over one connected pair (reused for every "
+                "run); size / (receiver's 'received' event, first thing in its message "
+                "callback, - sender's 'sending' event, right before its send call); "
+                "parent monotonic clock; payload SHA-256 verified outside the interval"
+            ),
+        )
 
     async def _pair(self, figure: Figure, settings: Settings, log: Log) -> None:
         async with _tracker() as tracker:
@@ -334,11 +415,11 @@ class ThroughputScenario:
                     sample = await self._once(sender, receiver, run, settings)
                     figure.samples.append(sample)
                     if sample.value is None:
-                        log(f"throughput {figure.pair_label:<22} run {run + 1}: {sample.error}")
+                        log(f"{self.name} {figure.pair_label:<22} run {run + 1}: {sample.error}")
                         _fail_rest(figure, settings.runs, "skipped: the pair broke in a run")
                         return
                     log(
-                        f"throughput {figure.pair_label:<22} run {run + 1}: "
+                        f"{self.name} {figure.pair_label:<22} run {run + 1}: "
                         f"{sample.value:.1f} MiB/s ({sample.details['seconds']:.2f} s)"
                     )
             finally:
@@ -389,11 +470,161 @@ class ThroughputScenario:
         return Sample(size / MIB / seconds, details)
 
 
-SCENARIOS: dict[str, type[Scenario]] = {
+# -- many small messages ------------------------------------------------------------------
+
+
+class BulkScenario(ThroughputScenario):
+    name: ClassVar[str] = "bulk"
+    description: ClassVar[str] = "one-way throughput of many 64 KiB binary action messages"
+
+    @staticmethod
+    def _figure(pair: Pair, settings: Settings) -> Figure:
+        return Figure(
+            key="bulk",
+            title=f"{settings.bulk_count} × {settings.bulk_size // 1024} KiB actions",
+            pair=pair,
+            arrow="→",
+            unit="MiB/s",
+            higher_is_better=True,
+            definition=(
+                f"one {settings.bulk_size}-byte deterministic payload generated before the "
+                f"clock, sent {settings.bulk_count} times as binary action messages, each "
+                "send awaited before the next, over one connected pair (reused for every "
+                "run); total bytes / (receiver's 'received_all' event, emitted in the message "
+                "callback of the last message, - sender's 'sending' event, right before the "
+                "first send call); parent monotonic clock; every message's size checked"
+            ),
+        )
+
+    @staticmethod
+    async def _once(
+        sender: PeerProcess, receiver: PeerProcess, run: int, settings: Settings
+    ) -> Sample:
+        size, count = settings.bulk_size, settings.bulk_count
+        total = size * count
+        timeout = 20.0 + total / MIB
+        try:
+            prepared = await sender.command("prepare", size=size, seed=f"bulk-{run}")
+            await receiver.command("expect", peer_id=sender.self_id, count=count, size=size)
+        except PeerError as exc:
+            return Sample(None, error=f"prepare: {_error_text(exc)}")
+        since_s, since_r = sender.mark(), receiver.mark()
+        cpu_s, cpu_r = _cpu_seconds(sender.pid), _cpu_seconds(receiver.pid)
+        send = asyncio.create_task(
+            sender.command("send", target=receiver.self_id, count=count, timeout=timeout)
+        )
+        try:
+            sending = await sender.wait_event("sending", since=since_s, timeout=10)
+            received = await receiver.wait_event(
+                "received_all", since=since_r, peer_id=sender.self_id, timeout=timeout
+            )
+            verified = await receiver.wait_event("verified", since=since_r, timeout=30)
+            sent = await send
+        except PeerError as exc:
+            return Sample(None, error=_error_text(exc))
+        finally:
+            if not send.done():
+                send.cancel()
+                with contextlib.suppress(BaseException):
+                    await send
+        seconds = received["arrived"] - sending["arrived"]
+        details = {
+            "seconds": seconds,
+            "bytes": total,
+            "messages": count,
+            "send_calls_ms": sent["ms"],
+            "peer_clock_seconds": received["t"] - sending["t"],
+            "sender_cpu_s": _cpu_seconds(sender.pid) - cpu_s,
+            "receiver_cpu_s": _cpu_seconds(receiver.pid) - cpu_r,
+            "sender_rss_mib": _rss_mib(sender.pid),
+            "receiver_rss_mib": _rss_mib(receiver.pid),
+        }
+        if (
+            received["bytes"] != total
+            or received["bad"]
+            or verified["sha256"] != prepared["sha256"]
+        ):
+            return Sample(None, details, error="payload mismatch (sizes or SHA-256)")
+        return Sample(total / MIB / seconds, details)
+
+
+# -- ping ---------------------------------------------------------------------------------
+
+
+def percentile(values: Sequence[float], fraction: float) -> float:
+    """Nearest-rank percentile (``fraction`` in (0, 1]) of a non-empty sequence."""
+    ordered = sorted(values)
+    rank = max(1, math.ceil(fraction * len(ordered)))
+    return ordered[rank - 1]
+
+
+class PingScenario:
+    name: ClassVar[str] = "ping"
+    description: ClassVar[str] = "round-trip time of room.ping through the action stack"
+    WARMUP: ClassVar[int] = 20
+
+    async def run(self, settings: Settings, log: Log) -> list[Figure]:
+        medians: list[Figure] = []
+        p99s: list[Figure] = []
+        for pair in pairs_for(settings):
+            median, p99 = (
+                Figure(
+                    key=f"ping.{stat}",
+                    title=f"ping RTT, {stat} of {settings.ping_count}",
+                    pair=pair,
+                    arrow="⇄",
+                    unit="ms",
+                    higher_is_better=False,
+                    definition=(
+                        f"one connected pair (reused for every run); the first peer calls "
+                        f"room.ping(second) {self.WARMUP} times untimed, then "
+                        f"{settings.ping_count} times one after the other, each call timed "
+                        "inside the first peer (Python perf_counter, Node performance.now); "
+                        f"a run's value is the {stat} (nearest rank) of those times"
+                    ),
+                )
+                for stat in ("median", "p99")
+            )
+            medians.append(median)
+            p99s.append(p99)
+            try:
+                async with connected_pair(pair, settings) as (first, second):
+                    for run in range(settings.runs):
+                        try:
+                            result = await first.command(
+                                "ping",
+                                target=second.self_id,
+                                count=settings.ping_count,
+                                warmup=self.WARMUP,
+                                timeout=30.0 + settings.ping_count * 0.05,
+                            )
+                        except PeerError as exc:
+                            error = _error_text(exc)
+                            log(f"ping {median.pair_label:<22} run {run + 1}: {error}")
+                            for figure in (median, p99):
+                                figure.samples.append(Sample(None, error=error))
+                            break
+                        rtts = [float(x) for x in result["rtts_ms"]]
+                        details = {"pings": len(rtts), "mean_ms": statistics.fmean(rtts)}
+                        details |= {"min_ms": min(rtts), "max_ms": max(rtts)}
+                        median.samples.append(Sample(statistics.median(rtts), details))
+                        p99.samples.append(Sample(percentile(rtts, 0.99), details))
+                        log(
+                            f"ping {median.pair_label:<22} run {run + 1}: median "
+                            f"{median.samples[-1].value:.3f} ms, p99 {p99.samples[-1].value:.3f} ms"
+                        )
+            except (PeerError, OSError) as exc:
+                for figure in (median, p99):
+                    _fail_rest(figure, settings.runs, f"setup: {_error_text(exc)}")
+            for figure in (median, p99):
+                _fail_rest(figure, settings.runs, "skipped: the pair broke in a run")
+        return medians + p99s
+
+
+#: The two-peer scenarios; :data:`bench.groups.SCENARIOS` adds the multi-process ones.
+PAIR_SCENARIOS: dict[str, type[Scenario]] = {
     JoinScenario.name: JoinScenario,
     ThroughputScenario.name: ThroughputScenario,
+    BulkScenario.name: BulkScenario,
+    PingScenario.name: PingScenario,
 }
-
-
-def scenario_names() -> Sequence[str]:
-    return tuple(SCENARIOS)
