@@ -2,6 +2,8 @@
 
 - ``bittorrent_tracker``: URL (``ws://127.0.0.1:N``) of a fresh npm bittorrent-tracker
   (WebSocket only, clients told to announce every 10 s), stopped after the test.
+- ``torrent_medium``: the torrent :class:`~tests.interop.exchange.Medium` alone (our embedded
+  tracker, 10 s announce interval), for tests that need one strategy only.
 - ``signal_medium``: a :class:`~tests.interop.exchange.Medium` for each of torrent (our
   embedded tracker, 10 s announce interval) and nostr (a real local Nostr relay): tests that
   use it run once per strategy.
@@ -57,6 +59,16 @@ async def bittorrent_tracker() -> AsyncIterator[str]:
     _require_harness()
     async with start_bittorrent_tracker() as url:
         yield url
+
+
+@pytest.fixture
+async def torrent_medium() -> AsyncIterator[Medium]:
+    _require_harness()
+    server = await serve_tracker("127.0.0.1", 0, interval=10)
+    try:
+        yield Medium("torrent", server.url, stagger=1.0)
+    finally:
+        await server.close()
 
 
 @pytest.fixture(params=["torrent", "nostr"])

@@ -63,6 +63,23 @@
 //   {"cmd":"polyfill-selftest","bytes"?:N} → exercises rtc-polyfill.mjs alone (two local
 //                                           connections, implicit SLD, N bytes with back-pressure);
 //                                           value {"waits","maxBuffered","transferMs",…}
+//   {"cmd":"media-add","name"?:"stream","audio"?:{frequency?,amplitude?}|false,
+//    "video"?:{width?,height?,fps?}|false,"metadata"?:…,"target"?:id|[ids]}
+//       → room.addStream(stream, {target, metadata}) with the synthetic stream `name` (made
+//         on first use: a 48 kHz mono sine tone, default 660 Hz amplitude 0.4, from an
+//         RTCAudioSource; I420 frames, default 320x240 at 30 fps, left half luma 16 / right
+//         half 235, from an RTCVideoSource; fed in real time). Resolves when Trystero's
+//         addStream promises do; value {"name","streamId","tracks":[{id,kind}],"info"}.
+//   {"cmd":"media-remove","name"?,"target"?,"stop"?:bool}
+//       → room.removeStream(stream, {target}); "stop" also stops the sources and tracks.
+//   {"cmd":"media-status"}               → value {"local":{name:{streamId,tracks,info,sent,stopped}},
+//         "remote":[{trackId,kind,streamIds,mid,peerIds,readyState,muted,frames,firstFrameTs,
+//                    lastFrameTs, + video: width,height,luma:[left,right] (middle row, at 1/4
+//                    and 3/4 width) | audio: level,maxLevel (RMS, 0..1),sampleRate,channelCount}],
+//         "senders":{peerId:[{kind,trackId}]}}
+//       Every track any connection receives gets an RTCVideoSink/RTCAudioSink (at most 64
+//       tracks per process); "frames" counts decoded frames / audio chunks. A removed remote
+//       track stays "live" in wrtc: it just stops receiving frames.
 //   {"cmd":"leave"}                      → value null, after room.leave() resolves
 //   {"cmd":"exit"}                       → value null, then the process exits (no leave)
 //
@@ -76,6 +93,8 @@
 //   {"event":"handshake-start","peerId","isInitiator"}              (onPeerHandshake called)
 //   {"event":"handshake","peerId","isInitiator","data":<enc>,"metadata"?} (received in it)
 //   {"event":"handshake-hold","peerId"}  {"event":"handshake-done","peerId"}
+//   {"event":"peer-stream","peerId","streamId","tracks":[{id,kind}],"metadata"?} (onPeerStream)
+//   {"event":"peer-track","peerId","track":{id,kind},"streamId","tracks","metadata"?} (onPeerTrack)
 //   {"event":"fatal","kind":"uncaughtException"|"unhandledRejection","error"}
 //   {"event":"error","error"}                                        (unparseable input line)
 // "percent" is Trystero's progress fraction, 0..1 (Trystero names it percent too).
@@ -92,6 +111,7 @@
 import { createInterface } from "node:readline";
 import { performance } from "node:perf_hooks";
 import { selfId } from "@trystero-p2p/core";
+import wrtc from "@roamhq/wrtc";
 import { RTCPeerConnection, polyfillStats } from "./rtc-polyfill.mjs";
 import { deterministicBytes, sha256Hex, toBytes } from "./payloads.mjs";
 
@@ -300,6 +320,228 @@ const makeHandshake = (label, spec) => {
   };
 };
 
+// ---- media --------------------------------------------------------------------------------
+// Local synthetic streams ("media-add"): a wrtc MediaStream whose video track comes from a
+// nonstandard RTCVideoSource fed with I420 frames of a fixed size, left half dark (luma 16)
+// and right half bright (235) — the inverse of peermesh's PatternVideoTrack — and whose
+// audio track comes from an RTCAudioSource fed with a 48 kHz mono 16-bit sine tone in 10 ms
+// chunks. Sources are fed on a timer at real-time pace until the stream is stopped.
+//
+// Remote media: every RTCPeerConnection Trystero makes is a HarnessPeerConnection, which
+// attaches an RTCVideoSink / RTCAudioSink to each track it receives (`track` event) and
+// counts what arrives; "media-status" reports the counters. onPeerStream / onPeerTrack are
+// reported as "peer-stream" / "peer-track" events.
+const { RTCAudioSource, RTCVideoSource, RTCAudioSink, RTCVideoSink } = wrtc.nonstandard;
+const MAX_LOCAL_STREAMS = 16;
+const MAX_REMOTE_TRACKS = 64;
+const AUDIO_RATE = 48000;
+const AUDIO_CHUNK = AUDIO_RATE / 100; // 10 ms, what RTCAudioSource requires
+const MAX_CATCH_UP = 10; // chunks/frames fed per timer tick at most (after a stall)
+
+const localStreams = new Map(); // name -> {stream, timers, tracks, sent, stopped}
+const remoteTracks = new Map(); // track id -> record (insertion order = arrival order)
+const pcRemoteTracks = new WeakMap(); // RTCPeerConnection -> Set of track ids
+
+const trackInfo = (track) => ({ id: track.id, kind: track.kind });
+
+const i420Frame = (width, height) => {
+  const data = new Uint8ClampedArray((width * height * 3) / 2);
+  for (let y = 0; y < height; y++) {
+    const row = y * width;
+    data.fill(16, row, row + width / 2);
+    data.fill(235, row + width / 2, row + width);
+  }
+  data.fill(128, width * height);
+  return { width, height, data };
+};
+
+// A timer that calls step() as many times as real time says it should have by now (at most
+// MAX_CATCH_UP per tick), so Node's coarse timers do not slow the media down.
+const pacedTimer = (periodMs, step) => {
+  const start = performance.now();
+  let done = 0;
+  const tick = () => {
+    const due = Math.floor((performance.now() - start) / periodMs) + 1;
+    for (let i = 0; done < due && i < MAX_CATCH_UP; i++, done++) step();
+    if (done < due) done = due; // drop what we could not catch up with
+  };
+  tick();
+  return setInterval(tick, Math.max(1, Math.floor(periodMs / 2)));
+};
+
+const makeSyntheticStream = (spec) => {
+  const stream = new wrtc.MediaStream();
+  const timers = [];
+  const sent = { videoFrames: 0, audioChunks: 0 };
+  const info = {};
+  if (spec.audio !== false && spec.audio !== null) {
+    const { frequency = 660, amplitude = 0.4 } = spec.audio ?? {};
+    if (!(frequency > 0 && frequency < AUDIO_RATE / 2)) throw new Error(`bad audio frequency ${frequency}`);
+    if (!(amplitude > 0 && amplitude <= 1)) throw new Error(`bad audio amplitude ${amplitude}`);
+    const source = new RTCAudioSource();
+    const track = source.createTrack();
+    stream.addTrack(track);
+    let t = 0;
+    const step = (2 * Math.PI * frequency) / AUDIO_RATE;
+    const peak = amplitude * 32767;
+    timers.push(
+      pacedTimer(10, () => {
+        const samples = new Int16Array(AUDIO_CHUNK);
+        for (let i = 0; i < AUDIO_CHUNK; i++) samples[i] = Math.round(peak * Math.sin(step * t++));
+        source.onData({ samples, sampleRate: AUDIO_RATE, bitsPerSample: 16, channelCount: 1, numberOfFrames: AUDIO_CHUNK });
+        sent.audioChunks++;
+      }),
+    );
+    info.audio = { frequency, amplitude, sampleRate: AUDIO_RATE };
+  }
+  if (spec.video !== false && spec.video !== null) {
+    const { width = 320, height = 240, fps = 30 } = spec.video ?? {};
+    for (const [k, v] of [["width", width], ["height", height]]) {
+      if (!Number.isInteger(v) || v < 16 || v > 1920 || v % 2) throw new Error(`video ${k} must be an even integer in 16..1920`);
+    }
+    if (!Number.isInteger(fps) || fps < 1 || fps > 60) throw new Error("video fps must be an integer in 1..60");
+    const source = new RTCVideoSource();
+    const track = source.createTrack();
+    stream.addTrack(track);
+    const frame = i420Frame(width, height);
+    timers.push(
+      pacedTimer(1000 / fps, () => {
+        source.onFrame(frame);
+        sent.videoFrames++;
+      }),
+    );
+    info.video = { width, height, fps };
+  }
+  if (!stream.getTracks().length) throw new Error("a stream needs audio or video");
+  return { stream, timers, sent, info, stopped: false };
+};
+
+const stopLocal = (entry) => {
+  if (entry.stopped) return;
+  entry.stopped = true;
+  entry.timers.forEach(clearInterval);
+  for (const track of entry.stream.getTracks()) track.stop();
+};
+
+const lumaSample = (frame) => {
+  // I420: the luma plane comes first; sample the middle row at 1/4 and 3/4 of the width.
+  const row = Math.floor(frame.height / 2) * frame.width;
+  return [frame.data[row + Math.floor(frame.width / 4)], frame.data[row + Math.floor((3 * frame.width) / 4)]];
+};
+
+const watchRemoteTrack = (pc, event) => {
+  const track = event.track;
+  if (!track || remoteTracks.has(track.id)) return;
+  if (remoteTracks.size >= MAX_REMOTE_TRACKS) {
+    log(`media: more than ${MAX_REMOTE_TRACKS} remote tracks, not watching ${track.id}`);
+    return;
+  }
+  const rec = {
+    pc,
+    track,
+    kind: track.kind,
+    streamIds: (event.streams ?? []).map((s) => s.id),
+    mid: event.transceiver?.mid ?? null,
+    frames: 0,
+    firstFrameTs: null,
+    lastFrameTs: null,
+    sink: null,
+  };
+  if (track.kind === "video") {
+    rec.sink = new RTCVideoSink(track);
+    rec.sink.onframe = ({ frame }) => {
+      rec.frames++;
+      rec.lastFrameTs = now();
+      rec.firstFrameTs ??= rec.lastFrameTs;
+      rec.width = frame.width;
+      rec.height = frame.height;
+      rec.luma = lumaSample(frame);
+    };
+  } else if (track.kind === "audio") {
+    rec.maxLevel = 0;
+    rec.sink = new RTCAudioSink(track);
+    rec.sink.ondata = (d) => {
+      rec.frames++;
+      rec.lastFrameTs = now();
+      rec.firstFrameTs ??= rec.lastFrameTs;
+      const samples = d.samples;
+      let sum = 0;
+      for (let i = 0; i < samples.length; i++) sum += samples[i] * samples[i];
+      rec.level = samples.length ? Math.sqrt(sum / samples.length) / 32768 : 0;
+      rec.maxLevel = Math.max(rec.maxLevel, rec.level);
+      rec.sampleRate = d.sampleRate;
+      rec.channelCount = d.channelCount;
+    };
+  }
+  remoteTracks.set(track.id, rec);
+  let ids = pcRemoteTracks.get(pc);
+  if (!ids) pcRemoteTracks.set(pc, (ids = new Set()));
+  ids.add(track.id);
+  log(`media: remote ${track.kind} track ${track.id} streams=${rec.streamIds.join(",")} mid=${rec.mid}`);
+};
+
+const stopRemoteSinks = () => {
+  for (const rec of remoteTracks.values()) {
+    try {
+      rec.sink?.stop();
+    } catch {
+      /* already stopped */
+    }
+    rec.sink = null;
+  }
+};
+
+// Every connection Trystero makes in this process: the polyfill, plus sinks on received tracks.
+class HarnessPeerConnection extends RTCPeerConnection {
+  constructor(config) {
+    super(config);
+    this.addEventListener("track", (e) => watchRemoteTrack(this, e));
+  }
+}
+
+const peerIdsOfPc = (pc) => {
+  const ids = new Set();
+  for (const state of rooms.values()) {
+    for (const [id, conn] of Object.entries(state.room.getPeers())) if (conn === pc) ids.add(id);
+  }
+  return [...ids];
+};
+
+const remoteTrackStatus = (rec) => {
+  const out = {
+    trackId: rec.track.id,
+    kind: rec.kind,
+    streamIds: rec.streamIds,
+    mid: rec.mid,
+    peerIds: peerIdsOfPc(rec.pc),
+    readyState: rec.track.readyState,
+    muted: rec.track.muted ?? null,
+    frames: rec.frames,
+    firstFrameTs: rec.firstFrameTs,
+    lastFrameTs: rec.lastFrameTs,
+  };
+  if (rec.kind === "video") Object.assign(out, { width: rec.width ?? null, height: rec.height ?? null, luma: rec.luma ?? null });
+  else Object.assign(out, { level: rec.level ?? null, maxLevel: rec.maxLevel ?? 0, sampleRate: rec.sampleRate ?? null, channelCount: rec.channelCount ?? null });
+  return out;
+};
+
+const streamEventFields = (stream) => ({ streamId: stream?.id ?? null, tracks: (stream?.getTracks?.() ?? []).map(trackInfo) });
+
+const watchRoomMedia = (label, joined) => {
+  joined.onPeerStream = (stream, peerId, metadata) => {
+    const ev = { event: "peer-stream", room: label, peerId, ...streamEventFields(stream) };
+    if (metadata !== undefined) ev.metadata = metadata;
+    log("peer-stream", label, peerId, ev.streamId, JSON.stringify(ev.tracks));
+    emit(ev);
+  };
+  joined.onPeerTrack = (track, stream, peerId, metadata) => {
+    const ev = { event: "peer-track", room: label, peerId, track: trackInfo(track), ...streamEventFields(stream) };
+    if (metadata !== undefined) ev.metadata = metadata;
+    log("peer-track", label, peerId, track.kind, track.id);
+    emit(ev);
+  };
+};
+
 const strategyPackage = (strategy) => {
   if (typeof strategy !== "string" || !/^[a-z][a-z0-9-]*$/.test(strategy)) throw new Error(`bad strategy name ${JSON.stringify(strategy)}`);
   // @trystero-p2p/ws-relay is not on npm: a protocol adapter over the real core stands in.
@@ -336,7 +578,7 @@ const commands = {
         ...(password !== undefined && password !== null ? { password } : {}),
         relayConfig: { urls: relayUrls, ...(msg.relayConfig ?? {}) },
         rtcConfig: { iceServers: [], ...(msg.rtcConfig ?? {}) },
-        rtcPolyfill: RTCPeerConnection,
+        rtcPolyfill: HarnessPeerConnection,
         ...(msg.passive ? { passive: true } : {}),
         ...(msg.config ?? {}),
       };
@@ -371,6 +613,7 @@ const commands = {
         log("peer-leave", label, peerId);
         emit({ event: "peer-leave", room: label, peerId });
       };
+      watchRoomMedia(label, joined);
       for (const name of msg.actions ?? []) registerAction(state, name);
       return { selfId, roomId, strategy, room: label, isPassive: joined.isPassive() };
     } finally {
@@ -578,6 +821,60 @@ const commands = {
     }
   },
 
+  // {"cmd":"media-add","name","audio"?:{frequency?,amplitude?}|false,"video"?:{width?,height?,fps?}|false,
+  //  "metadata"?,"target"?:id|[ids]} → makes the synthetic stream `name` (or reuses it) and
+  // awaits room.addStream(stream, {target, metadata}); value {"name","streamId","tracks","info"}.
+  async "media-add"(msg) {
+    const state = requireState(msg);
+    const name = msg.name ?? "stream";
+    if (typeof name !== "string" || !name) throw new Error("name must be a non-empty string");
+    let entry = localStreams.get(name);
+    if (entry?.stopped) throw new Error(`stream ${JSON.stringify(name)} was stopped`);
+    if (!entry) {
+      if (localStreams.size >= MAX_LOCAL_STREAMS) throw new Error(`at most ${MAX_LOCAL_STREAMS} local streams`);
+      entry = makeSyntheticStream(msg);
+      localStreams.set(name, entry);
+    }
+    const options = {};
+    if (msg.target !== undefined && msg.target !== null) options.target = msg.target;
+    if ("metadata" in msg) options.metadata = msg.metadata;
+    await Promise.all(state.room.addStream(entry.stream, options));
+    log(`media-add ${name} stream=${entry.stream.id} room=${state.label} target=${JSON.stringify(options.target ?? null)}`);
+    return { name, streamId: entry.stream.id, tracks: entry.stream.getTracks().map(trackInfo), info: entry.info };
+  },
+
+  // {"cmd":"media-remove","name","target"?,"stop"?:bool} → room.removeStream(stream, {target});
+  // with "stop" the sources stop and the tracks end too. value null.
+  async "media-remove"(msg) {
+    const state = requireState(msg);
+    const name = msg.name ?? "stream";
+    const entry = localStreams.get(name);
+    if (!entry) throw new Error(`no local stream ${JSON.stringify(name)}`);
+    const options = {};
+    if (msg.target !== undefined && msg.target !== null) options.target = msg.target;
+    state.room.removeStream(entry.stream, options);
+    if (msg.stop) stopLocal(entry);
+    log(`media-remove ${name} room=${state.label}${msg.stop ? " (stopped)" : ""}`);
+    return null;
+  },
+
+  // {"cmd":"media-status"} → {"local":{name:{streamId,tracks,info,sent,stopped}},
+  //   "remote":[{trackId,kind,streamIds,mid,peerIds,readyState,muted,frames,firstFrameTs,
+  //              lastFrameTs, width,height,luma (video) | level,maxLevel,sampleRate,channelCount (audio)}],
+  //   "senders":{peerId:[{kind,trackId}]}}  (process-wide; "senders" for the given room)
+  async "media-status"(msg) {
+    const state = rooms.get(roomLabel(msg)) ?? null;
+    const local = {};
+    for (const [name, e] of localStreams) {
+      local[name] = { streamId: e.stream.id, tracks: e.stream.getTracks().map(trackInfo), info: e.info, sent: { ...e.sent }, stopped: e.stopped };
+    }
+    const senders = {};
+    for (const [id, pc] of Object.entries(state?.room.getPeers() ?? {})) {
+      senders[id] = pc.getSenders().filter((s) => s.track).map((s) => ({ kind: s.track.kind, trackId: s.track.id }));
+    }
+    return { local, remote: [...remoteTracks.values()].map(remoteTrackStatus), senders };
+  },
+
   async leave(msg) {
     const state = requireState(msg);
     rooms.delete(state.label);
@@ -619,6 +916,12 @@ let exiting = false;
 const shutdown = (code) => {
   if (exiting) return;
   exiting = true;
+  try {
+    for (const entry of localStreams.values()) stopLocal(entry);
+    stopRemoteSinks();
+  } catch (err) {
+    log("media cleanup failed:", err?.stack ?? err);
+  }
   // Drain stdout (a pipe: synchronous on Linux, but be safe) before exiting.
   process.stdout.write("", () => process.exit(code));
   setTimeout(() => process.exit(code), 500).unref();

@@ -765,6 +765,79 @@ class JsPeer:
         result: dict[str, Any] = await self.command(cmd, timeout=timeout)
         return result
 
+    async def media_add(
+        self,
+        name: str = "stream",
+        *,
+        audio: dict[str, Any] | bool = True,
+        video: dict[str, Any] | bool = True,
+        metadata: Any = _NO_METADATA,
+        target: str | Sequence[str] | None = None,
+        room: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> dict[str, Any]:
+        """``room.addStream(stream, {target, metadata})`` with the synthetic stream ``name``
+        (made on first use, reused after): ``audio`` a 48 kHz mono sine tone
+        (``{"frequency": 660, "amplitude": 0.4}`` by default), ``video`` I420 frames
+        (``{"width": 320, "height": 240, "fps": 30}`` by default) whose left half is dark
+        and right half bright (the inverse of peermesh's ``PatternVideoTrack``). ``False``
+        leaves a kind out. Returns once Trystero's ``addStream`` promises resolved (metadata
+        sent, tracks added): ``{name, streamId, tracks: [{id, kind}], info}``."""
+        cmd: dict[str, Any] = {"cmd": "media-add", "name": name}
+        for kind, spec in (("audio", audio), ("video", video)):
+            if spec is False:
+                cmd[kind] = False
+            elif isinstance(spec, dict):
+                cmd[kind] = spec
+        if metadata is not JsPeer._NO_METADATA:
+            cmd["metadata"] = metadata
+        if target is not None:
+            cmd["target"] = target if isinstance(target, str) else list(target)
+        result: dict[str, Any] = await self.command(self._in_room(cmd, room), timeout=timeout)
+        return result
+
+    async def media_remove(
+        self,
+        name: str = "stream",
+        *,
+        target: str | Sequence[str] | None = None,
+        stop: bool = False,
+        room: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> None:
+        """``room.removeStream(stream, {target})``; ``stop`` also stops its sources and
+        tracks (the stream cannot be added again then)."""
+        cmd: dict[str, Any] = {"cmd": "media-remove", "name": name}
+        if target is not None:
+            cmd["target"] = target if isinstance(target, str) else list(target)
+        if stop:
+            cmd["stop"] = True
+        await self.command(self._in_room(cmd, room), timeout=timeout)
+
+    async def media_status(
+        self, *, room: str | None = None, timeout: float = DEFAULT_TIMEOUT
+    ) -> dict[str, Any]:
+        """``{"local": {name: {streamId, tracks, info, sent, stopped}}, "remote": [per
+        received track: trackId, kind, streamIds, peerIds, frames, and width/height/luma
+        (video) or level/maxLevel/sampleRate (audio)], "senders": {peerId: [{kind,
+        trackId}]}}`` (see jspeer.mjs)."""
+        cmd = self._in_room({"cmd": "media-status"}, room)
+        result: dict[str, Any] = await self.command(cmd, timeout=timeout)
+        return result
+
+    async def remote_tracks(
+        self, *, peer_id: str | None = None, stream_id: str | None = None
+    ) -> list[dict[str, Any]]:
+        """The ``remote`` part of :meth:`media_status`, optionally only tracks from
+        ``peer_id`` and/or of stream ``stream_id``."""
+        tracks: list[dict[str, Any]] = (await self.media_status())["remote"]
+        return [
+            t
+            for t in tracks
+            if (peer_id is None or peer_id in t["peerIds"])
+            and (stream_id is None or stream_id in t["streamIds"])
+        ]
+
     async def leave(self, *, room: str | None = None, timeout: float = DEFAULT_TIMEOUT) -> None:
         await self.command(self._in_room({"cmd": "leave"}, room), timeout=timeout)
 

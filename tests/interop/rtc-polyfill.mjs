@@ -26,6 +26,13 @@
 // 3. (fidelity, not a gap) `negotiationneeded` is dropped while a setLocalDescription is in
 //    flight or the signalling state is not stable, as browsers do; see the constructor.
 //
+// Media needs nothing extra: wrtc delivers `track` events with `streams`, carries audio and
+// video (nonstandard RTCAudioSource/RTCVideoSource/…Sink), and libwebrtc re-fires
+// `negotiationneeded` when the signalling state returns to stable, so a track added during a
+// negotiation (when we drop the event, point 3) is still offered afterwards. Trystero's
+// in-band renegotiation (addStream → negotiationneeded → implicit offer over @_signal) works
+// through this class; tests/interop/test_trystero_media.py checks it Node ⇄ Node.
+//
 // Channels are patched in place (they stay real wrtc RTCDataChannel objects), both the
 // ones returned by createDataChannel() and the ones delivered by the `datachannel` event.
 
