@@ -21,6 +21,7 @@ from aiortc import (
 from aiortc.mediastreams import VideoStreamTrack
 
 from peermesh._ice import host_addresses
+from peermesh._media import emulate_rollback
 from peermesh._wire.media import (
     NegotiationTracker,
     SignalType,
@@ -38,7 +39,6 @@ from peermesh.media import (
     StreamRecorder,
     ToneTrack,
     audio_level,
-    emulate_rollback,
     matches_pattern,
     open_media,
 )

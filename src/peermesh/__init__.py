@@ -9,7 +9,7 @@ Nostr()])``. Everything else a user touches is re-exported here.
 from __future__ import annotations
 
 from ._default import join_room
-from ._events import ActionMessage, PeerJoined, PeerLeft, RoomEvent
+from ._events import ActionMessage, PeerJoined, PeerLeft, PeerStream, PeerTrack, RoomEvent
 from ._join import SELF_ID as self_id
 from ._requests import RequestAction, RequestMany
 from ._room import Action, HandshakeHook, HandshakeReceive, HandshakeSend, JoinErrorEvent, Room
@@ -50,7 +50,9 @@ __all__ = [
     "PeerJoined",
     "PeerLeft",
     "PeerSocket",
+    "PeerStream",
     "PeerTimeoutError",
+    "PeerTrack",
     "PeerUnavailableError",
     "PeermeshError",
     "ProtocolError",

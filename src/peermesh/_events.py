@@ -13,9 +13,17 @@ import logging
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
-__all__ = ["ActionMessage", "EventQueue", "PeerJoined", "PeerLeft", "RoomEvent"]
+__all__ = [
+    "ActionMessage",
+    "EventQueue",
+    "PeerJoined",
+    "PeerLeft",
+    "PeerStream",
+    "PeerTrack",
+    "RoomEvent",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -39,8 +47,29 @@ class PeerLeft:
     peer_id: str
 
 
+@dataclass(frozen=True, slots=True)
+class PeerStream:
+    """``peer_id`` sent a media stream announced with ``metadata`` (``room.on_peer_stream``).
+    ``stream`` is a :class:`peermesh.media.MediaStream` of aiortc remote tracks."""
+
+    stream: Any
+    peer_id: str
+    metadata: object
+
+
+@dataclass(frozen=True, slots=True)
+class PeerTrack:
+    """``peer_id`` sent a track announced on its own with ``metadata``
+    (``room.on_peer_track``), as part of ``stream``."""
+
+    track: Any
+    stream: Any
+    peer_id: str
+    metadata: object
+
+
 #: What ``room.events()`` yields.
-RoomEvent = PeerJoined | PeerLeft
+RoomEvent = PeerJoined | PeerLeft | PeerStream | PeerTrack
 
 
 @dataclass(frozen=True, slots=True)

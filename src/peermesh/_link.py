@@ -141,6 +141,23 @@ class PeerLink:
         await self._set_remote(sdp, "answer")
         self._sdp_done()
 
+    async def describe_local(self, offer: str | None = None) -> str:
+        """Renegotiation: set ``offer`` as the local description, or without one an
+        implicit offer (state ``stable``) or answer (state ``have-remote-offer``); gather
+        only the allowed host addresses and return the complete SDP. Raises
+        :class:`PeerUnavailableError` once the link is closed."""
+        if self.state is LinkState.CLOSED:
+            raise PeerUnavailableError(f"connection to {self.remote_id} is closed")
+        description = None if offer is None else RTCSessionDescription(sdp=offer, type="offer")
+        with host_addresses(self._ice_addresses):
+            await self.pc.setLocalDescription(description)
+        return str(self.pc.localDescription.sdp)
+
+    async def apply_remote(self, sdp: str, kind: str) -> None:
+        """Renegotiation: apply a remote ``"offer"`` or ``"answer"``. Raises
+        :class:`ProtocolError` if aiortc cannot apply it."""
+        await self._set_remote(sdp, kind)
+
     async def _set_remote(self, sdp: str, kind: str) -> None:
         if len(sdp) > MAX_SDP_SIZE:
             raise ProtocolError(f"remote {kind} SDP is {len(sdp)} bytes, over {MAX_SDP_SIZE}")

@@ -25,6 +25,7 @@ from aiortc import RTCConfiguration, RTCPeerConnection
 
 from ._events import DEFAULT_QUEUE_LIMIT, ActionMessage, EventQueue, PeerJoined, PeerLeft, RoomEvent
 from ._link import PeerLink, wait_links_closed
+from ._media import RoomMedia
 from ._requests import DEFAULT_REQUEST_TIMEOUT, RequestAction, RequestManager
 from ._rpc import Rpc
 from ._shared import SharedLinks
@@ -52,7 +53,10 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
+    from aiortc import MediaStreamTrack
+
     from ._sockets import PeerSocket, StreamReader, StreamWriter
+    from .media import MediaStream
 
 __all__ = [
     "Action",
@@ -89,6 +93,9 @@ LEAVE_GRACE = 0.099
 MAX_UNCLAIMED_MESSAGES = 256
 #: Handshake messages a pending peer may queue before it is dropped.
 MAX_HANDSHAKE_INBOX = 16
+_MEDIA_ACTIONS = frozenset((wire.SIGNAL, wire.STREAM, wire.TRACK))
+#: Internal actions whose messages go through the reassembler (the others are one chunk).
+_REASSEMBLED_INTERNAL = frozenset((wire.HSDATA, wire.RESPONSE)) | _MEDIA_ACTIONS
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +123,8 @@ class RoomCounters:
     #: ``@_response`` messages for no request of ours to that peer (unknown, cancelled,
     #: timed out, or answered by another peer).
     unmatched_responses: int = 0
+    #: ``@_signal`` / ``@_stream`` / ``@_track`` messages that were malformed.
+    malformed_media: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -313,8 +322,10 @@ class Room:
             name: wire.encode_action_type(name)
             for name in (wire.HSREADY, wire.HSDATA, wire.LEAVE, wire.PING, wire.PONG)
         }
+        self._internal_nonces: dict[str, int] = {}
         self._requests = RequestManager(self)
         self._rpc = Rpc(self)
+        self._media = RoomMedia(self)
 
     def __repr__(self) -> str:
         return f"<Room {self.app_id}/{self.room_id} as {self.self_id}>"
@@ -448,6 +459,89 @@ class Room:
 
         return await open_stream(self, peer_id, name, window=window, write_limit=write_limit)
 
+    # -- media (see peermesh._media for how renegotiation works) ------------------------------
+
+    async def add_stream(
+        self,
+        stream: MediaStream,
+        target: str | Sequence[str] | None = None,
+        metadata: object = None,
+    ) -> None:
+        """Send ``stream``'s tracks to ``target`` (a peer id, a list, or ``None`` for every
+        active peer), announced with ``metadata`` (any JSON value): the receiving room's
+        ``on_peer_stream(stream, peer_id, metadata)`` fires once, with a stream holding the
+        tracks as they arrive.
+
+        Returns once the announcement is sent and the tracks are attached; the connection
+        renegotiates in the background (over the data channel, Trystero's ``@_signal``).
+        Peers that join later do not get the stream: call this from ``on_peer_join`` with
+        ``target=peer_id`` for them. One track sent to several peers is read once.
+
+        Raises :class:`UsageError` for something that is not a
+        :class:`peermesh.media.MediaStream`, ``TypeError`` for metadata that is not JSON,
+        :class:`PeerUnavailableError` for a named target that is not active, and
+        :class:`RoomClosedError` after :meth:`leave`.
+        """
+        await self._media.add_stream(stream, target, metadata)
+
+    async def remove_stream(
+        self, stream: MediaStream, target: str | Sequence[str] | None = None
+    ) -> None:
+        """Stop sending ``stream``'s tracks to ``target`` (default: every peer it was sent
+        to); the receiver's tracks end (``recv()`` raises ``MediaStreamError``). Does not
+        stop the tracks themselves. Raises as :meth:`add_stream`."""
+        self._media.remove_tracks(stream.get_tracks(), target)
+
+    async def add_track(
+        self,
+        track: MediaStreamTrack,
+        stream: MediaStream,
+        target: str | Sequence[str] | None = None,
+        metadata: object = None,
+    ) -> None:
+        """Send one more ``track`` as part of ``stream``, announced with ``metadata``: the
+        receiver's ``on_peer_track(track, stream, peer_id, metadata)`` fires. The track is
+        not added to the ``stream`` object. Raises as :meth:`add_stream`."""
+        await self._media.add_track(track, stream, target, metadata)
+
+    async def remove_track(
+        self, track: MediaStreamTrack, target: str | Sequence[str] | None = None
+    ) -> None:
+        """Stop sending ``track`` to ``target`` (default: everyone). Raises as
+        :meth:`add_stream`."""
+        self._media.remove_tracks([track], target)
+
+    async def replace_track(
+        self,
+        old: MediaStreamTrack,
+        new: MediaStreamTrack,
+        stream: MediaStream | None = None,
+        target: str | Sequence[str] | None = None,
+        metadata: object = None,
+    ) -> None:
+        """Send ``new`` instead of ``old`` on the same senders, without renegotiation (the
+        receiver keeps its track, now showing ``new``'s frames); ``metadata`` is announced as
+        Trystero's ``replaceTrack`` does. If ``stream`` holds ``old``, ``new`` takes its
+        place in it, so a later :meth:`remove_stream` removes ``new``. Raises
+        :class:`UsageError` if ``new`` is of another kind or is already sent to a target,
+        and otherwise as :meth:`add_stream`."""
+        await self._media.replace_track(old, new, target, metadata)
+        if stream is not None and old in stream.get_tracks():
+            stream.remove_track(old)
+            stream.add_track(new)
+
+    def on_peer_stream(self, callback: C) -> C:
+        """Call ``callback(stream, peer_id, metadata)`` when an active peer sends a stream
+        (Trystero's ``onPeerStream``); replays streams already received and still live."""
+        self._media.on_peer_stream(callback)
+        return callback
+
+    def on_peer_track(self, callback: C) -> C:
+        """Call ``callback(track, stream, peer_id, metadata)`` when an active peer sends a
+        track with ``add_track`` (Trystero's ``onPeerTrack``)."""
+        self._media.on_peer_track(callback)
+        return callback
+
     def on_peer_join(self, callback: C) -> C:
         """Call ``callback(peer_id)`` when a peer becomes active; replays current peers."""
         self._on_join.append(callback)
@@ -564,6 +658,32 @@ class Room:
             raise PeerUnavailableError(f"{peer_id} is not an active peer of {self!r}")
         return member
 
+    def _is_active(self, peer_id: str) -> bool:
+        member = self._members.get(peer_id)
+        return member is not None and member.active
+
+    def _media_targets(self, target: str | Sequence[str] | None) -> list[tuple[str, PeerLink]]:
+        """``(peer_id, link)`` of the active peers ``target`` names (all for ``None``).
+        Raises :class:`RoomClosedError` after leave, :class:`PeerUnavailableError` for a
+        named peer that is not active."""
+        if self._closed:
+            raise RoomClosedError(f"{self!r} has been left")
+        if target is None:
+            return [(m.peer_id, m.link) for m in self._members.values() if m.active]
+        ids = [target] if isinstance(target, str) else list(dict.fromkeys(target))
+        return [(pid, self._active_member(pid).link) for pid in ids]
+
+    async def _send_internal(self, name: str, value: object, peer_id: str) -> None:
+        """Send ``value`` (JSON) as the internal action ``name`` to one active peer, with
+        that action's own nonce sequence (so long payloads reassemble correctly)."""
+        if name not in self._ctl:
+            self._ctl[name] = wire.encode_action_type(name)
+        kind, payload = wire.encode_payload(value)
+        nonce = self._internal_nonces.get(name, 0)
+        self._internal_nonces[name] = wire.next_nonce(nonce)
+        message = _Outgoing(self._ctl[name], nonce, kind, payload, None, None, None)
+        await self._send(message, peer_id)
+
     async def _send(self, message: _Outgoing, target: str | Sequence[str] | None) -> None:
         if self._closed:
             raise RoomClosedError(f"{self!r} has been left")
@@ -663,6 +783,7 @@ class Room:
                 future.set_exception(PeerUnavailableError(f"{member.peer_id} left: {reason}"))
         member.pings.clear()
         self._requests.peer_gone(member.peer_id, reason)
+        self._media.peer_gone(member.peer_id)
         logger.debug("%r: peer %s gone (%s)", self, member.peer_id, reason)
         self._shared.release(member.link, linger=linger)
         if member.active and not self._closed:
@@ -693,6 +814,7 @@ class Room:
         if self._members.get(member.peer_id) is not member or self._closed:
             return
         member.active = True
+        self._media.peer_active(member.peer_id, member.link)
         logger.debug("%r: peer %s joined", self, member.peer_id)
         self._publish(PeerJoined(member.peer_id))
         for cb in self._on_join:
@@ -796,7 +918,7 @@ class Room:
                     future.set_result(answered)
                     break
             return
-        if internal and name not in (wire.HSDATA, wire.RESPONSE):
+        if internal and name not in _REASSEMBLED_INTERNAL:
             logger.debug("%r: ignoring unsupported internal action %s", self, name)
             return
         try:
@@ -817,6 +939,14 @@ class Room:
         if name == wire.RESPONSE:
             if isinstance(event, wire.MessageReceived):
                 self._requests.on_response(event)
+            return
+        if name in _MEDIA_ACTIONS:
+            if isinstance(event, wire.MessageReceived):
+                try:
+                    self._media.receive(name, peer_id, event.data)
+                except ProtocolError as exc:
+                    self.counters.malformed_media += 1
+                    logger.debug("%r: dropped %s from %s: %s", self, name, peer_id, exc)
             return
         action = self._actions.get(name)
         if isinstance(event, wire.ReceiveProgress):

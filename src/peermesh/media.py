@@ -47,7 +47,6 @@ __all__ = [
     "StreamRecorder",
     "ToneTrack",
     "audio_level",
-    "emulate_rollback",
     "matches_pattern",
     "open_media",
 ]
@@ -78,6 +77,15 @@ class MediaStream:
         self._source: Any = None  # a MediaPlayer kept alive for open_media() streams
         for track in tracks:
             self.add_track(track)
+
+    @classmethod
+    def _remote(cls, stream_id: str) -> MediaStream:
+        """A stream received from a peer: its id is whatever the peer's SDP says."""
+        stream = cls.__new__(cls)
+        stream.id = stream_id
+        stream._tracks = []
+        stream._source = None
+        return stream
 
     def __repr__(self) -> str:
         kinds = ",".join(t.kind for t in self._tracks)
@@ -273,45 +281,6 @@ def matches_pattern(frame: Any) -> bool:
     if not left or not right:
         return False
     return sum(left) / len(left) > 180 and sum(right) / len(right) < 70
-
-
-# -- aiortc glue for renegotiation (used by the room's media layer) --------------------------
-
-
-def emulate_rollback(pc: Any) -> bool:
-    """Discard ``pc``'s pending local offer, as ``setLocalDescription({type: "rollback"})``
-    would in a browser; aiortc 1.16 has no rollback (see :mod:`peermesh._wire.media`).
-
-    Works on aiortc's private state: the pending local description is dropped, the
-    signalling state goes back to ``stable``, and transceivers that only the discarded offer
-    had given a mid lose it again (so a following remote offer can match them, or the next
-    local offer re-assigns them). Returns ``False`` and changes nothing unless the state is
-    ``have-local-offer``. Raises :class:`RuntimeError` if aiortc's internals are not as
-    expected (another aiortc version).
-    """
-    if pc.signalingState != "have-local-offer":
-        return False
-    prefix = "_RTCPeerConnection__"
-    try:
-        pending = getattr(pc, prefix + "pendingLocalDescription")
-        current = (
-            getattr(pc, prefix + "currentLocalDescription"),
-            getattr(pc, prefix + "currentRemoteDescription"),
-        )
-        seen_mids = getattr(pc, prefix + "seenMids")
-        set_state = getattr(pc, prefix + "setSignalingState")
-    except AttributeError as exc:
-        raise RuntimeError(f"unsupported aiortc internals: {exc}") from exc
-    known = {m.rtp.muxId for d in current if d is not None for m in d.media}
-    fresh = {m.rtp.muxId for m in pending.media} - known if pending is not None else set()
-    for transceiver in pc.getTransceivers():
-        if transceiver.mid in fresh:
-            transceiver._set_mid(None)
-            transceiver._set_mline_index(None)
-    seen_mids.difference_update(fresh)
-    setattr(pc, prefix + "pendingLocalDescription", None)
-    set_state("stable")
-    return True
 
 
 # -- files and devices ------------------------------------------------------------------------
