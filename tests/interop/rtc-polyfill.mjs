@@ -26,6 +26,14 @@
 // 3. (fidelity, not a gap) `negotiationneeded` is dropped while a setLocalDescription is in
 //    flight or the signalling state is not stable, as browsers do; see the constructor.
 //
+// 4. (fidelity) Browsers run setLocalDescription, setRemoteDescription and addIceCandidate
+//    through one operations chain; wrtc runs each at once. Trystero's polite side answers a
+//    colliding offer with `all([setLocalDescription({type: "rollback"}),
+//    setRemoteDescription(offer)])` while its own implicit offer may still be in flight:
+//    in a browser the three run in order, with wrtc the remote offer landed first and the
+//    pending local offer then failed ("Called in wrong state: have-remote-offer"), which
+//    made Trystero drop the connection. All three go through `#enqueue` here.
+//
 // Media needs nothing extra: wrtc delivers `track` events with `streams`, carries audio and
 // video (nonstandard RTCAudioSource/RTCVideoSource/…Sink), and libwebrtc re-fires
 // `negotiationneeded` when the signalling state returns to stable, so a track added during a
@@ -132,7 +140,7 @@ export const patchDataChannel = (channel) => {
 const isAnswerState = (state) => state === "have-remote-offer" || state === "have-local-pranswer";
 
 export class RTCPeerConnection extends wrtc.RTCPeerConnection {
-  #sldChain = Promise.resolve();
+  #operations = Promise.resolve();
   #sldInFlight = 0;
 
   constructor(config = {}) {
@@ -164,6 +172,21 @@ export class RTCPeerConnection extends wrtc.RTCPeerConnection {
     return patchDataChannel(super.createDataChannel(...args));
   }
 
+  // One operations chain, as browsers have (point 4). `run` must not enqueue again.
+  #enqueue(run) {
+    const p = this.#operations.then(run, run);
+    this.#operations = p.catch(() => {});
+    return p;
+  }
+
+  setRemoteDescription(description) {
+    return this.#enqueue(() => super.setRemoteDescription(description));
+  }
+
+  addIceCandidate(candidate) {
+    return this.#enqueue(() => super.addIceCandidate(candidate));
+  }
+
   setLocalDescription(description) {
     const run = async () => {
       if (description && description.type === "rollback") return super.setLocalDescription(description);
@@ -178,11 +201,9 @@ export class RTCPeerConnection extends wrtc.RTCPeerConnection {
       return super.setLocalDescription(desc);
     };
     this.#sldInFlight++;
-    const p = this.#sldChain.then(run, run).finally(() => {
+    return this.#enqueue(run).finally(() => {
       this.#sldInFlight--;
     });
-    this.#sldChain = p.catch(() => {});
-    return p;
   }
 }
 
