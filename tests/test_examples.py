@@ -31,6 +31,12 @@ EXPECTED = {
         "done",
     ],
     "streams.py": ["receiver: 3145728 bytes, sha256 ok", "sender: done, thanks", "done"],
+    "video_call.py": [
+        "bob: stream from alice, metadata {'label': 'camera'}",
+        "bob: video 320x240, the pattern; audio is a tone",
+        "bob: recorded enough frames",
+        "done",
+    ],
     "request_reply.py": [
         "apple costs 0.5",
         "durian: no such item: durian",

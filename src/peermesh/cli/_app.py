@@ -39,7 +39,7 @@ class CommandModule(Protocol):
 
 
 #: Subcommand modules, in the order ``--help`` lists them (relative to this package).
-COMMAND_MODULES: tuple[str, ...] = ("._tracker", "._relay", "._relays", "._demo")
+COMMAND_MODULES: tuple[str, ...] = ("._tracker", "._relay", "._relays", "._stream", "._demo")
 
 
 def _common_options() -> argparse.ArgumentParser:

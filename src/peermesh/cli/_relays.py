@@ -9,21 +9,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-from collections.abc import Callable, Coroutine, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from rich.table import Table
 from rich.text import Text
 
 import peermesh
-from peermesh import Mqtt, Nostr, RelayHealth, RelayState, Room, Torrent
-from peermesh import mqtt as mqtt_strategy
-from peermesh import nostr as nostr_strategy
-from peermesh import relay as relay_strategy
-from peermesh import torrent as torrent_strategy
+from peermesh import RelayHealth, RelayState
 
 from ._arguments import positive_float
-from ._output import EXIT_FAILURE, EXIT_OK, CliError, stdout
+from ._joining import add_join_arguments, default_urls, join
+from ._output import EXIT_FAILURE, EXIT_OK, stdout
 from ._signals import wait_for_stop_signal
 
 if TYPE_CHECKING:
@@ -31,20 +28,10 @@ if TYPE_CHECKING:
 
 __all__ = ["register", "run_relays"]
 
-STRATEGIES = ("nostr", "torrent", "mqtt", "relay")
 DEFAULT_STRATEGY = "nostr"
 DEFAULT_APP_ID = "peermesh-relays"
 DEFAULT_ROOM = "health-check"
 DEFAULT_WAIT = 3.0
-
-JoinRoom = Callable[..., Coroutine[Any, Any, Room]]
-
-_JOINERS: dict[str, JoinRoom] = {
-    "nostr": nostr_strategy.join_room,
-    "torrent": torrent_strategy.join_room,
-    "mqtt": mqtt_strategy.join_room,
-    "relay": relay_strategy.join_room,
-}
 
 _STATE_STYLES = {
     RelayState.OPEN: "green",
@@ -65,32 +52,7 @@ def register(subparsers: SubParsers, common: argparse.ArgumentParser) -> None:
         "row per relay connection (URL, state, last error, messages sent, received, "
         "dropped) and leave. Exit status 0 if at least one relay is open, 1 otherwise.",
     )
-    parser.add_argument(
-        "--strategy",
-        choices=STRATEGIES,
-        default=DEFAULT_STRATEGY,
-        help=f"how peers meet (default {DEFAULT_STRATEGY}, with its default relays)",
-    )
-    parser.add_argument(
-        "--app-id",
-        default=DEFAULT_APP_ID,
-        metavar="ID",
-        help=f"application id (default {DEFAULT_APP_ID}; it also picks the default Nostr relays)",
-    )
-    parser.add_argument(
-        "--room",
-        default=DEFAULT_ROOM,
-        metavar="ROOM",
-        help=f"room to join (default {DEFAULT_ROOM})",
-    )
-    parser.add_argument(
-        "--relay-url",
-        dest="relay_urls",
-        action="append",
-        metavar="URL",
-        help="relay, tracker or broker URL (repeatable; default: the strategy's public list; "
-        "required for --strategy relay)",
-    )
+    add_join_arguments(parser, strategy=DEFAULT_STRATEGY, app_id=DEFAULT_APP_ID, room=DEFAULT_ROOM)
     parser.add_argument(
         "--wait",
         type=positive_float,
@@ -106,30 +68,7 @@ def register(subparsers: SubParsers, common: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="keep the room and print the table again every SECONDS until Ctrl-C",
     )
-    parser.add_argument(
-        "--ice-address",
-        dest="ice_addresses",
-        action="append",
-        metavar="ADDRESS",
-        help="local address to gather ICE candidates on (repeatable; default: all)",
-    )
-    parser.add_argument(
-        "--no-stun",
-        action="store_true",
-        help="use no STUN/TURN servers (rtc_config={'iceServers': []})",
-    )
     parser.set_defaults(handler=run_relays)
-
-
-def default_urls(strategy: str, app_id: str) -> list[str]:
-    """The relays a strategy uses when no ``--relay-url`` is given."""
-    if strategy == "nostr":
-        return Nostr().urls(app_id)
-    if strategy == "mqtt":
-        return Mqtt().urls()
-    if strategy == "torrent":
-        return Torrent().urls()
-    raise CliError("--strategy relay needs at least one --relay-url (it has no default list)")
 
 
 async def run_relays(args: argparse.Namespace) -> int:
@@ -143,13 +82,7 @@ async def run_relays(args: argparse.Namespace) -> int:
             soft_wrap=True,
             markup=False,
         )
-    room = await _JOINERS[strategy](
-        args.room,
-        app_id=args.app_id,
-        relay_urls=relay_urls,
-        rtc_config={"iceServers": []} if args.no_stun else None,
-        ice_addresses=args.ice_addresses,
-    )
+    room = await join(args)
     try:
         await asyncio.sleep(args.wait)
         health = peermesh.relay_health()
