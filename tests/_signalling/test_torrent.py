@@ -190,7 +190,7 @@ def relayed(kind: str, peer_id: str, offer_id: str, sdp: object) -> Json:
 # -- announces and offers -----------------------------------------------------------------------
 
 
-async def test_announce_offers_are_pooled_resent_and_consumed_by_an_answer(
+async def test_every_announce_has_fresh_offers_that_expire_unless_answered(
     rooms: Rooms,
 ) -> None:
     a_id, b_id = "M" * 20, "N" * 20
@@ -230,23 +230,16 @@ async def test_announce_offers_are_pooled_resent_and_consumed_by_an_answer(
             assert "a=candidate:" in sdp  # non-trickle: candidates inline
         assert len({o["offer_id"] for o in message["offers"]}) == 3
 
-    answered = messages[0]["offers"][0]
-    kept = messages[0]["offers"][1:]
-    # Each announce re-sends the same offers (same id and same sealed SDP) until answered;
-    # once answered, that offer is gone for good and a fresh one tops the pool up.
-    with_answered = [answered in m["offers"] for m in messages]
-    assert with_answered[0]
-    assert not with_answered[-1]
-    cut = with_answered.index(False)
-    assert all(with_answered[:cut])
-    assert not any(with_answered[cut:])
-    for message in messages[:cut]:
-        assert message["offers"] == messages[0]["offers"]
-    for message in messages[cut:]:
-        assert all(offer in message["offers"] for offer in kept)
-        assert message["offers"] == messages[cut]["offers"]
-    (fresh,) = [o for o in messages[cut]["offers"] if o not in kept]
-    assert fresh["offer_id"] != answered["offer_id"]
+    # No offer is sent twice (one offer, one peer: no duplicate answers to waste), and
+    # the offers of an announce are withdrawn OFFER_GRACE later unless answered: the one
+    # answered became the connection, the others are gone.
+    ids = [o["offer_id"] for m in messages for o in m["offers"]]
+    assert len(ids) == len(set(ids))
+    assert len(signaller(room)._offers) <= torrent.MAX_OFFERS
+    first_ids = {o["offer_id"] for o in messages[0]["offers"]}
+    await eventually(
+        lambda: not first_ids & set(signaller(room)._offers), torrent.OFFER_GRACE + 2, "expiry"
+    )
 
 
 async def test_relayed_offers_are_answered_to_the_sender_and_collisions_ignored(
@@ -294,6 +287,83 @@ async def test_relayed_offers_are_answered_to_the_sender_and_collisions_ignored(
                 await pc.close()
 
 
+async def test_an_ignored_offer_makes_one_prompt_announce(rooms: Rooms) -> None:
+    """The collision rule ignores an offer from a larger id; we then announce at once so the
+    tracker can hand our offers to that peer — but a flood of such offers is rate-limited."""
+    a_id, larger = "M" * 20, "X" * 20
+    async with RawTracker(interval=120) as spy:
+        await rooms.join(a_id, [spy.url])
+        await eventually(lambda: len(spy.announces) >= 4, 5, "the warm-up burst")
+        await asyncio.sleep(0.2)
+        before = len(spy.announces)
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        try:
+            pc.createDataChannel("data")
+            await pc.setLocalDescription(await pc.createOffer())
+            for n in range(20):  # distinct offer ids: none is a duplicate
+                offer_id = f"{n:02d}".ljust(20, "o")
+                message = relayed("offer", larger, offer_id, seal(KEY, pc.localDescription.sdp))
+                await spy.send(a_id, message)
+            await eventually(lambda: len(spy.announces) > before, 5, "a prompt announce")
+            await asyncio.sleep(0.2)
+            assert len(spy.announces) == before + 1  # one per NUDGE_INTERVAL, not 20
+            assert spy.announces[-1][1]["offers"]  # with our offers, for the tracker to relay
+            assert spy.answers == []
+        finally:
+            await pc.close()
+
+
+async def test_an_unused_answer_gives_way_to_a_newer_offer(
+    rooms: Rooms, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Our answer to a smaller id's offer is never taken (that offer went to someone else
+    first): a newer offer from that peer is answered once ANSWER_STALE has passed, not
+    ignored until the 23 s connect timeout."""
+    monkeypatch.setattr(torrent, "ANSWER_STALE", 0.5)
+    a_id, smaller = "M" * 20, "C" * 20
+    async with RawTracker(interval=120) as spy:
+        await rooms.join(a_id, [spy.url])
+        await eventually(lambda: len(spy.announces) >= 1, 5, "first announce")
+        offerers: list[RTCPeerConnection] = []
+
+        async def offer(n: int) -> None:
+            pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+            offerers.append(pc)
+            pc.createDataChannel("data")
+            await pc.setLocalDescription(await pc.createOffer())
+            sdp = seal(KEY, pc.localDescription.sdp)
+            await spy.send(a_id, relayed("offer", smaller, str(n) * 20, sdp))
+
+        try:
+            await offer(0)
+            await eventually(lambda: len(spy.answers) == 1, 5, "the first answer")
+            await offer(1)  # too soon: the first answer may still be in use
+            await asyncio.sleep(0.3)
+            assert len(spy.answers) == 1
+            await asyncio.sleep(0.3)
+            await offer(2)  # the first answer is now 0.6 s old and unused
+            await eventually(lambda: len(spy.answers) == 2, 5, "a second answer")
+            assert [a["offer_id"] for a in spy.answers] == ["0" * 20, "2" * 20]
+        finally:
+            for pc in offerers:
+                await pc.close()
+
+
+async def test_late_joiner_with_the_larger_id_meets_without_waiting_an_interval(
+    rooms: Rooms,
+) -> None:
+    """Trystero makes such a newcomer wait for the incumbent's next announce (here 120 s);
+    the incumbent's prompt announce lets it in at once."""
+    incumbent, newcomer = peer_ids(2)
+    async with await serve_tracker("127.0.0.1", 0, interval=120) as tracker:
+        a = await rooms.join(incumbent, [tracker.url])
+        await asyncio.sleep(2.5)  # past the warm-up burst (0, .233, .766, 2.1 s): next in 120 s
+        b = await rooms.join(newcomer, [tracker.url])
+        await eventually(
+            lambda: newcomer in a.get_peers() and incumbent in b.get_peers(), 15, "meeting"
+        )
+
+
 @pytest.mark.slow
 async def test_tracker_interval_below_10s_is_clamped_to_10s(rooms: Rooms) -> None:
     a_id = "M" * 20
@@ -305,8 +375,9 @@ async def test_tracker_interval_below_10s_is_clamped_to_10s(rooms: Rooms) -> Non
         await eventually(lambda: len(spy.announces) >= 5, 12, "the first periodic announce")
     gap = spy.announces[4][0] - burst_end
     assert 9.5 < gap < 11.0, f"announced {gap:.2f} s after the burst, expected ~10 s"
-    # Unanswered offers are still the very same ones.
-    assert spy.announces[4][1]["offers"] == spy.announces[0][1]["offers"]
+    # Every announce has fresh offers: none is ever sent twice.
+    ids = [o["offer_id"] for _, m in spy.announces for o in m["offers"]]
+    assert len(ids) == len(set(ids)) == 15
 
 
 @pytest.mark.parametrize(

@@ -161,6 +161,35 @@ async def test_each_offer_goes_to_a_distinct_peer(tracker: TrackerServer) -> Non
             assert tracker.stats().offers_forwarded == 4
 
 
+async def test_offers_go_back_first_to_the_peers_that_offered(tracker: TrackerServer) -> None:
+    """Reciprocity: after B's offer reached A, A's next offer goes to B rather than to a
+    random one of the other ten peers, once; A's announce after that is random again."""
+    async with contextlib.AsyncExitStack() as stack:
+        wa = await stack.enter_async_context(client(tracker))
+        wb = await stack.enter_async_context(client(tracker))
+        await join(wa, A)
+        await join(wb, B)
+        await wb.send(encode_announce(IH, B, [TrackerOffer(oid(1), "from-b")]))
+        await recv(wb)
+        assert (await recv(wa))["peer_id"] == B  # the only other peer
+        crowd = [await stack.enter_async_context(client(tracker)) for _ in range(10)]
+        for i, ws in enumerate(crowd):
+            await join(ws, pid(i))
+        for attempt in range(3):
+            await wa.send(encode_announce(IH, A, [TrackerOffer(oid(10 + attempt), "from-a")]))
+            await recv(wa)
+            if attempt == 0:
+                assert (await recv(wb))["offer_id"] == oid(10)
+            await asyncio.sleep(0.05)
+        assert tracker.stats().offers_forwarded == 4
+        # the second and third went to random peers: B got at most one of them by chance
+        later = []
+        with contextlib.suppress(TimeoutError):
+            later.append(await recv(wb, 0.2))
+            later.append(await recv(wb, 0.2))
+        assert len(later) < 2
+
+
 async def test_more_offers_than_peers_and_lone_peer(tracker: TrackerServer) -> None:
     async with client(tracker) as wa, client(tracker) as wb:
         await wa.send(encode_announce(IH, A, [TrackerOffer(oid(1), "s")]))

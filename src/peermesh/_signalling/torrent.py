@@ -5,14 +5,26 @@ every room of that identity on that tracker (trackers key a socket by its peer i
 local identities cannot share one). A :class:`TorrentSignaller` is one room's presence on
 its trackers:
 
-* it keeps up to 3 outstanding offers (non-trickle SDP, sealed with the room key) and sends
-  the same ones in every announce until answered or 120 s old;
+* every announce carries 3 fresh offers (non-trickle SDP, sealed with the room key), each
+  answerable for :data:`OFFER_GRACE` seconds (at most :data:`MAX_OFFERS` outstanding).
+  Trystero instead re-sends the same pooled offers in every announce until one is
+  answered, so one offer reaches several peers, all of them answer, only the first answer
+  is used and the others wait 23 s for a connection that never comes — in a swarm of 20
+  that blocked a sixth of the pairs. A fresh offer goes to one peer only;
 * it announces at once, after 0.233 s, 0.533 s and 1.333 s, then every tracker interval
   (clamped to 10–120 s), and again at once after a tracker reconnects;
 * relayed offers are answered over the tracker they came from — unless we already hold a
   live connection to that peer (the room is then bound onto it), are already answering it,
   or have offers out and the smaller id (the collision rule: the larger id answers);
-* an answer is applied only to one of our outstanding offers, which it then consumes.
+* an offer ignored under the collision rule makes us announce again at once (at most every
+  :data:`NUDGE_INTERVAL` seconds per tracker), so that the tracker hands our offers to the
+  peer we ignored, which answers them as the larger id. Trystero waits for its next
+  announce instead: a newcomer with the larger id waits up to a whole tracker interval
+  (10–120 s). The extra announce is an ordinary one, so this stays wire-compatible;
+* an answer is applied only to one of our outstanding offers, which it then consumes; so
+  an answer of ours can go unused (the offer reached several peers), and a connection we
+  answered that has not opened after :data:`ANSWER_STALE` seconds gives way to a newer
+  offer from the same peer;
 
 A *passive* room starts dormant (Trystero's torrent ``topicState.isActive = false``): it
 makes no offers and announces as a seeder, ``left:0`` with no offers, at once and then every
@@ -74,7 +86,10 @@ DEFAULT_TRACKER_URLS: tuple[str, ...] = (
 DEFAULT_REDUNDANCY = 3
 
 OFFERS_PER_ANNOUNCE = 3
-OFFER_TTL = 120.0
+#: How long the offers of one announce can be answered (a round trip through the tracker).
+OFFER_GRACE = 5.0
+#: Outstanding offers at most; beyond, the oldest is withdrawn.
+MAX_OFFERS = 4 * OFFERS_PER_ANNOUNCE
 WARMUP_DELAYS = (0.0, 0.233, 0.533, 1.333)
 #: A dormant passive room announces ``left:0`` every max(tracker interval, this) seconds
 #: (Trystero's ``dormantAnnounceMs``). Module-level so that tests can shorten it.
@@ -88,6 +103,10 @@ MAX_DEDUPE_ENTRIES = 4096
 MAX_CONCURRENT_ANSWERS = 16
 #: Answered connections that have not opened yet; more offers are dropped meanwhile.
 MAX_PENDING_ANSWERS = 32
+#: An answered connection not open after this long gives way to a newer offer from its peer.
+ANSWER_STALE = 3.0
+#: Least time between two announces made because we ignored an offer (collision rule).
+NUDGE_INTERVAL = 0.5
 
 
 class TrackerConnection:
@@ -201,6 +220,7 @@ class TorrentSignaller:
         self._answering: dict[str, PeerLink] = {}
         self._connecting: set[PeerLink] = set()
         self._seen: dict[tuple[str, str, str], float] = {}
+        self._last_nudge: dict[str, float] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
         #: Relayed offers/answers whose SDP could not be decrypted with the room key.
@@ -311,17 +331,10 @@ class TorrentSignaller:
         )
 
     async def _current_offers(self) -> list[_Offer]:
+        """Fresh offers for one announce (none while dormant or closed)."""
         async with self._offer_lock:
-            now = time.monotonic()
-            for offer_id, offer in list(self._offers.items()):
-                if now - offer.created > OFFER_TTL or offer.link.is_closed:
-                    del self._offers[offer_id]
-                    offer.link.close("offer expired")
-            while (
-                len(self._offers) < OFFERS_PER_ANNOUNCE
-                and not self._closed
-                and not self.room.dormant
-            ):
+            fresh: list[_Offer] = []
+            while len(fresh) < OFFERS_PER_ANNOUNCE and not self._closed and not self.room.dormant:
                 link = self._new_link(initiator=True)
                 try:
                     sdp = await link.create_offer()
@@ -330,7 +343,22 @@ class TorrentSignaller:
                     raise
                 offer = _Offer(gen_id(20), link, seal(self.room.seal_key, sdp), time.monotonic())
                 self._offers[offer.offer_id] = offer
-            return list(self._offers.values())
+                fresh.append(offer)
+            while len(self._offers) > MAX_OFFERS:
+                oldest = next(iter(self._offers))
+                self._offers.pop(oldest).link.close("offer withdrawn")
+            if fresh:
+                loop = asyncio.get_running_loop()
+                loop.call_later(OFFER_GRACE + 0.01, self._expire_offers)
+            return fresh
+
+    def _expire_offers(self) -> None:
+        """Withdraw offers older than :data:`OFFER_GRACE` that nobody answered."""
+        now = time.monotonic()
+        for offer_id, offer in list(self._offers.items()):
+            if now - offer.created >= OFFER_GRACE or offer.link.is_closed:
+                del self._offers[offer_id]
+                offer.link.close("offer expired")
 
     def _new_link(self, *, initiator: bool, remote_id: str | None = None) -> PeerLink:
         room = self.room
@@ -400,13 +428,20 @@ class TorrentSignaller:
             return
         answering = self._answering.get(peer_id)
         if answering is not None and not answering.is_closed:
-            return
+            if answering.is_open or time.monotonic() - answering.created_at < ANSWER_STALE:
+                return
+            # Our answer went unused: the offer was answered by someone else first (every
+            # announce re-sends the same offers to new peers), or the answer was lost.
+            # Answer this newer offer instead of waiting for the connect timeout.
+            logger.debug("%r: replacing an unused answer to %s", room, peer_id)
+            answering.close("answer not taken")
         self._answering = {p: k for p, k in self._answering.items() if not k.is_closed}
         if sum(not k.is_open for k in self._answering.values()) >= MAX_PENDING_ANSWERS:
             logger.debug("%r: too many unanswered connections; dropped an offer", room)
             return
         if has_offers and room.self_id < peer_id:
             logger.debug("%r: ignoring offer from %s (collision rule)", room, peer_id)
+            self._nudge(conn)
             return
         try:
             sdp = unseal(room.seal_key, offer.sdp)
@@ -433,6 +468,14 @@ class TorrentSignaller:
                 sdp=seal(room.seal_key, answer),
             )
         )
+
+    def _nudge(self, conn: TrackerConnection) -> None:
+        """Announce on ``conn`` now, unless we did so for this reason very recently."""
+        now = time.monotonic()
+        if now - self._last_nudge.get(conn.url, -NUDGE_INTERVAL) < NUDGE_INTERVAL:
+            return
+        self._last_nudge[conn.url] = now
+        self._spawn(self._announce(conn))
 
     async def _accept(self, answer: RelayedAnswer) -> None:
         offer = self._offers.pop(answer.offer_id, None)

@@ -19,9 +19,18 @@ Behaviour (matching bittorrent-tracker 11.2.3's WebSocket server; message shapes
 - Each ``announce`` adds or refreshes the peer (``peer_id``) in the swarm (``info_hash``)
   and is answered with ``{"action":"announce","interval":…,"info_hash":…,"complete":…,
   "incomplete":…}``, except announces that carry an ``answer``, which get no reply.
-- Each offer in an announce goes to a *different*, randomly chosen other peer of the swarm
-  (at most ``min(len(offers), numwant)`` peers) as ``{"action":"announce","offer":<as
-  received>,"offer_id":…,"peer_id":<sender>,"info_hash":…}``.
+- Each offer in an announce goes to a *different* other peer of the swarm (at most
+  ``min(len(offers), numwant)`` peers) as ``{"action":"announce","offer":<as
+  received>,"offer_id":…,"peer_id":<sender>,"info_hash":…}``. bittorrent-tracker picks
+  them at random; we first pick the peers whose offers we handed to the announcer in the
+  last :data:`RECIPROCITY_WINDOW` seconds (most recent first, each once), then random
+  ones. A peer that ignored an offer under the collision rule (it has offers out and the
+  smaller id) thus gets its own offers to that peer on its next announce, and the pair
+  connects without waiting for chance. Peers between which we routed an answer in the
+  last :data:`PAIRED_WINDOW` seconds are most likely connected: they get each other's
+  offers only when no other peer is left to take them. In a swarm of N peers the offers
+  thus go where connections are still missing, instead of mostly to peers that already
+  have one. Any client works with either policy.
 - An ``answer`` is routed to ``to_peer_id`` in the same swarm as ``{"action":"announce",
   "answer":<as received>,"offer_id":…,"peer_id":<sender>,"info_hash":…}``; answers to
   unknown peers are dropped and counted.
@@ -71,6 +80,14 @@ __all__ = ["TrackerServer", "TrackerStats", "serve_tracker"]
 _log = logging.getLogger(__name__)
 
 _MAX_SCRAPE = 256
+#: How long a peer's offer to another makes that other's offers go back to it first.
+RECIPROCITY_WINDOW = 10.0
+#: Offerers remembered per peer for that purpose.
+MAX_RECIPROCAL = 8
+#: How long after an answer between two peers the pair counts as connected.
+PAIRED_WINDOW = 30.0
+#: Pairs remembered per peer.
+MAX_PAIRED = 512
 """Info hashes answered per scrape; a scrape for "all" lists at most this many swarms."""
 
 
@@ -107,13 +124,61 @@ class TrackerStats:
 
 
 class _Peer:
-    __slots__ = ("complete", "conn", "last_seen", "peer_id")
+    __slots__ = ("complete", "conn", "last_seen", "offered_by", "paired", "peer_id")
 
     def __init__(self, peer_id: str, conn: _Connection, now: float) -> None:
         self.peer_id = peer_id
         self.conn = conn
         self.complete = False
         self.last_seen = now
+        #: Peers whose offers were handed to this one, with when (oldest first, bounded).
+        self.offered_by: dict[str, float] = {}
+        #: Peers an answer was routed to or from, with when (oldest first, bounded).
+        self.paired: dict[str, float] = {}
+
+    def offered(self, peer_id: str, now: float) -> None:
+        _remember(self.offered_by, peer_id, now, MAX_RECIPROCAL)
+
+    def is_paired(self, peer_id: str, now: float) -> bool:
+        when = self.paired.get(peer_id)
+        return when is not None and now - when < PAIRED_WINDOW
+
+
+def _remember(table: dict[str, float], peer_id: str, now: float, limit: int) -> None:
+    """Record ``peer_id`` at ``now`` in an oldest-first table of at most ``limit`` entries."""
+    table.pop(peer_id, None)
+    table[peer_id] = now
+    while len(table) > limit:
+        del table[next(iter(table))]
+
+
+def _offer_targets(swarm: _Swarm, sender: _Peer, wanted: int, now: float) -> list[_Peer]:
+    """Up to ``wanted`` distinct peers of ``swarm`` for ``sender``'s offers: the peers that
+    recently offered to it (each used once, newest first), then random peers it is not
+    paired with, then random paired ones."""
+    targets: list[_Peer] = []
+    for peer_id, when in reversed(list(sender.offered_by.items())):
+        if len(targets) >= wanted:
+            break
+        del sender.offered_by[peer_id]
+        candidate = swarm.peers.get(peer_id)
+        if (
+            candidate is not None
+            and candidate is not sender
+            and now - when < RECIPROCITY_WINDOW
+            and not sender.is_paired(peer_id, now)
+        ):
+            targets.append(candidate)
+    chosen = {id(t) for t in targets}
+    unpaired: list[_Peer] = []
+    paired: list[_Peer] = []
+    for peer in swarm.peers.values():
+        if peer is not sender and id(peer) not in chosen:
+            (paired if sender.is_paired(peer.peer_id, now) else unpaired).append(peer)
+    for pool in (unpaired, paired):
+        if len(targets) < wanted:
+            targets += random.sample(pool, min(wanted - len(targets), len(pool)))
+    return targets
 
 
 class _Swarm:
@@ -293,10 +358,12 @@ class TrackerServer(WebSocketServer[_Connection]):
             wanted = len(request.offers)
             if request.numwant is not None:
                 wanted = min(wanted, request.numwant)
-            others = [p for p in swarm.peers.values() if p is not peer]
-            targets = random.sample(others, min(wanted, len(others)))
-            for offer, target in zip(request.offers, targets, strict=False):
+            now = asyncio.get_running_loop().time()
+            for offer, target in zip(
+                request.offers, _offer_targets(swarm, peer, wanted, now), strict=False
+            ):
                 self._send(target.conn, encode_relayed_offer(info_hash, peer_id, offer))
+                target.offered(peer_id, now)
                 self._offers_forwarded += 1
 
         if request.answer is not None:
@@ -309,6 +376,9 @@ class TrackerServer(WebSocketServer[_Connection]):
                     recipient.conn, encode_relayed_answer(info_hash, peer_id, request.answer)
                 )
                 self._answers_forwarded += 1
+                now = asyncio.get_running_loop().time()
+                _remember(peer.paired, recipient.peer_id, now, MAX_PAIRED)
+                _remember(recipient.paired, peer_id, now, MAX_PAIRED)
 
     def _on_scrape(self, conn: _Connection, request: ClientScrape) -> None:
         hashes = request.info_hashes or tuple(itertools.islice(self._swarms, _MAX_SCRAPE))
