@@ -48,8 +48,10 @@ class RawTracker:
         interval: object = None,
         on_announce: AnnounceHook | None = None,
         relay_answers: bool = False,
+        swarm: int | None = None,
     ) -> None:
         self.interval = interval
+        self.swarm = swarm  # peers reported as complete + incomplete (None: not reported)
         self.relay_answers = relay_answers
         self.on_announce = on_announce
         self.announces: list[tuple[float, Json]] = []
@@ -101,6 +103,8 @@ class RawTracker:
             self.announces.append((time.monotonic(), message))
             if self.interval is not None:
                 reply = {"action": "announce", "interval": self.interval, "info_hash": IH}
+                if self.swarm is not None:
+                    reply |= {"complete": 0, "incomplete": self.swarm}
                 await ws.send(json.dumps(reply))
             if self.on_announce is not None:
                 task = asyncio.ensure_future(self.on_announce(self, ws, message))
@@ -378,6 +382,27 @@ async def test_tracker_interval_below_10s_is_clamped_to_10s(rooms: Rooms) -> Non
     # Every announce has fresh offers: none is ever sent twice.
     ids = [o["offer_id"] for _, m in spy.announces for o in m["offers"]]
     assert len(ids) == len(set(ids)) == 15
+
+
+async def test_a_swarm_with_missing_peers_is_announced_to_sooner(rooms: Rooms) -> None:
+    """The tracker says 4 peers are in the swarm and we see none: after the warm-up burst
+    the next announces come 2 s, 2 s and 4 s apart, not after the 120 s interval."""
+    async with RawTracker(interval=120, swarm=4) as spy:
+        await rooms.join("M" * 20, [spy.url])
+        await eventually(lambda: len(spy.announces) >= 7, 12, "catch-up announces")
+    times = [t for t, _ in spy.announces]
+    gaps = [later - earlier for earlier, later in zip(times[3:], times[4:], strict=False)]
+    assert [round(g) for g in gaps[:3]] == [2, 2, 4]
+
+
+async def test_a_complete_room_announces_at_the_interval(rooms: Rooms) -> None:
+    """The same with a swarm of 1 (only us): nothing to catch up on, so no announce
+    follows the warm-up burst within 3 s."""
+    async with RawTracker(interval=120, swarm=1) as spy:
+        await rooms.join("M" * 20, [spy.url])
+        await eventually(lambda: len(spy.announces) >= 4, 5, "the warm-up burst")
+        await asyncio.sleep(3)
+        assert len(spy.announces) == 4
 
 
 @pytest.mark.parametrize(

@@ -147,7 +147,13 @@ def test_parse_announce_response() -> None:
     msg = parse_tracker_message(
         '{"complete":1,"incomplete":2,"action":"announce","interval":120,"info_hash":"' + IH + '"}'
     )
-    assert msg == TrackerMessage(info_hash=IH, interval=120.0)
+    assert msg == TrackerMessage(info_hash=IH, interval=120.0, complete=1, incomplete=2)
+
+
+@pytest.mark.parametrize("bad", ['"3"', "-1", "true", "1.5", "null"])
+def test_swarm_counts_that_are_not_counts_are_ignored(bad: str) -> None:
+    msg = parse_tracker_message(f'{{"action":"announce","complete":{bad},"incomplete":2}}')
+    assert (msg.complete, msg.incomplete) == (None, 2)
 
 
 def test_parse_relayed_offer_object_and_bare_string() -> None:

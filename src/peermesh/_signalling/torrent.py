@@ -12,7 +12,11 @@ its trackers:
   is used and the others wait 23 s for a connection that never comes — in a swarm of 20
   that blocked a sixth of the pairs. A fresh offer goes to one peer only;
 * it announces at once, after 0.233 s, 0.533 s and 1.333 s, then every tracker interval
-  (clamped to 10–120 s), and again at once after a tracker reconnects;
+  (clamped to 10–120 s), and again at once after a tracker reconnects. While the tracker
+  reports more peers in the swarm than the room has, the gaps after the burst are
+  :data:`CATCH_UP_DELAYS` (2, 2, 4, 4, 8 s, each at most the interval) before the
+  interval applies; they start over once the room has caught up. Trystero waits a whole
+  interval, which in a big swarm leaves the last pairs unconnected for 10 s or more;
 * relayed offers are answered over the tracker they came from — unless we already hold a
   live connection to that peer (the room is then bound onto it), are already answering it,
   or have offers out and the smaller id (the collision rule: the larger id answers);
@@ -91,6 +95,8 @@ OFFER_GRACE = 5.0
 #: Outstanding offers at most; beyond, the oldest is withdrawn.
 MAX_OFFERS = 4 * OFFERS_PER_ANNOUNCE
 WARMUP_DELAYS = (0.0, 0.233, 0.533, 1.333)
+#: Gaps between announces after the burst while the swarm has peers the room lacks.
+CATCH_UP_DELAYS = (2.0, 2.0, 4.0, 4.0, 8.0)
 #: A dormant passive room announces ``left:0`` every max(tracker interval, this) seconds
 #: (Trystero's ``dormantAnnounceMs``). Module-level so that tests can shorten it.
 DORMANT_ANNOUNCE_INTERVAL = 120.0
@@ -215,6 +221,7 @@ class TorrentSignaller:
         self._connections: list[TrackerConnection] = []
         self._loops: dict[TrackerConnection, asyncio.Task[None]] = {}
         self._intervals: dict[str, float] = {}
+        self._swarm_sizes: dict[str, int] = {}
         self._offers: dict[str, _Offer] = {}
         self._offer_lock = asyncio.Lock()
         self._answering: dict[str, PeerLink] = {}
@@ -311,9 +318,21 @@ class TorrentSignaller:
         for delay in WARMUP_DELAYS:
             await asyncio.sleep(delay)
             await self._announce(conn)
+        catch_up = iter(CATCH_UP_DELAYS)
         while True:
-            await asyncio.sleep(self._intervals.get(conn.url, 10.0))
+            interval = self._intervals.get(conn.url, 10.0)
+            if self._lacks_peers(conn):
+                delay = min(next(catch_up, interval), interval)
+            else:
+                catch_up = iter(CATCH_UP_DELAYS)
+                delay = interval
+            await asyncio.sleep(delay)
             await self._announce(conn)
+
+    def _lacks_peers(self, conn: TrackerConnection) -> bool:
+        """Whether ``conn``'s tracker last reported more other peers than we have."""
+        size = self._swarm_sizes.get(conn.url)
+        return size is not None and size - 1 > len(self.room.get_peers())
 
     async def _announce(self, conn: TrackerConnection) -> None:
         try:
@@ -377,6 +396,8 @@ class TorrentSignaller:
             return
         if message.interval is not None:
             self._intervals[conn.url] = clamp_interval_ms(message.interval) / 1000
+        if message.complete is not None and message.incomplete is not None:
+            self._swarm_sizes[conn.url] = message.complete + message.incomplete
         signal = message.offer or message.answer
         if signal is None:
             return

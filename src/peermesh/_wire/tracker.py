@@ -145,6 +145,11 @@ class TrackerMessage:
     """The ``warning message`` text."""
     offer: RelayedOffer | None = None
     answer: RelayedAnswer | None = None
+    complete: int | None = None
+    """Seeders in the swarm, from an announce response (``None`` if absent or not a
+    non-negative integer: these counts are advisory, so a bad one is ignored, not fatal)."""
+    incomplete: int | None = None
+    """Leechers in the swarm, likewise."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -357,7 +362,13 @@ def parse_tracker_message(text: str | bytes, *, max_size: int = MAX_MESSAGE_SIZE
         warning=_optional_str(obj, "warning message"),
         offer=offer,
         answer=answer,
+        complete=_count(obj.get("complete")),
+        incomplete=_count(obj.get("incomplete")),
     )
+
+
+def _count(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
 def _sdp_of(value: object, kind: str) -> str:
