@@ -4,6 +4,7 @@ tracker and small raw trackers written here (real WebSocket servers on 127.0.0.1
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import socket
 import time
@@ -391,7 +392,7 @@ async def test_a_swarm_with_missing_peers_is_announced_to_sooner(rooms: Rooms) -
         await rooms.join("M" * 20, [spy.url])
         await eventually(lambda: len(spy.announces) >= 7, 12, "catch-up announces")
     times = [t for t, _ in spy.announces]
-    gaps = [later - earlier for earlier, later in zip(times[3:], times[4:], strict=False)]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(times[3:])]
     assert [round(g) for g in gaps[:3]] == [2, 2, 4]
 
 
