@@ -7,9 +7,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+import peermesh._shared
 import peermesh._signalling
 from peermesh import Room
-from peermesh._link import PeerLink, wait_links_closed
+from peermesh._link import PEERMESH_SDP_MARKER, PeerLink, _marked, wait_links_closed
 from peermesh._signalling import passive_room
 from peermesh.torrent import join_room
 from tests.rooms import LOOPBACK, eventually, peer_ids
@@ -73,17 +74,85 @@ async def test_crossing_links_converge_on_one_connection(idle_pair: tuple[Room, 
     assert await b.ping(a.self_id) > 0
 
 
-async def test_a_second_link_after_the_first_is_closed_and_the_room_bound(
+async def connect_as_trystero(offerer: Room, answerer: Room) -> tuple[PeerLink, PeerLink]:
+    """:func:`connect`, with both ends treated as if the other side were Trystero (its SDP
+    without peermesh's marker)."""
+    out, inbound = await connect(offerer, answerer)
+    out.remote_is_peermesh = inbound.remote_is_peermesh = False
+    return out, inbound
+
+
+def watch(room: Room) -> list[str]:
+    seen: list[str] = []
+    room.on_peer_join(lambda p: seen.append(f"join {p[:1]}"))
+    room.on_peer_leave(lambda p: seen.append(f"leave {p[:1]}"))
+    return seen
+
+
+@pytest.mark.parametrize("keep", ["first", "second"])
+async def test_a_second_link_to_a_peer_in_use_is_resolved_without_a_leave(
+    idle_pair: tuple[Room, Room], monkeypatch: pytest.MonkeyPatch, keep: str
+) -> None:
+    """Both sides keep the same one of the two links (the shared rule's tie-break, the
+    offerer's fingerprint, is forced here); if that is the new one, the rooms move over to
+    it and re-admit the peer without the app seeing it leave and join again."""
+    a, b = idle_pair
+    order: dict[PeerLink, str] = {}
+    real = peermesh._shared._offerer_fingerprint
+
+    def fingerprint(link: PeerLink) -> str:
+        rank = order.get(link)
+        return real(link) if rank is None else rank
+
+    monkeypatch.setattr(peermesh._shared, "_offerer_fingerprint", fingerprint)
+    seen_a, seen_b = watch(a), watch(b)
+    first = await connect(a, b)
+    await eventually(lambda: b.self_id in a.get_peers() and a.self_id in b.get_peers(), 10)
+    for link in first:
+        order[link] = "1" if keep == "second" else "0"
+    second = await connect(a, b)
+    for link in second:
+        order[link] = "0" if keep == "second" else "1"
+    kept_out, kept_in = first if keep == "first" else second
+    dropped = second if keep == "first" else first
+    await eventually(
+        lambda: (
+            all(link.is_open for link in (kept_out, kept_in))
+            and all(link.is_closed for link in dropped)
+        ),
+        5,
+        f"only the {keep} pair left",
+    )
+    await eventually(lambda: b.self_id in a.get_peers() and a.self_id in b.get_peers(), 10)
+    assert a.get_peers()[b.self_id] is kept_out.pc
+    assert b.get_peers()[a.self_id] is kept_in.pc
+    assert await a.ping(b.self_id) > 0
+    got: asyncio.Queue[object] = asyncio.Queue()
+    b.make_action("x").on_message(lambda d, p, m: got.put_nowait(d))
+    await a.make_action("x").send("still here")
+    assert await asyncio.wait_for(got.get(), 5) == "still here"
+    assert seen_a == [f"join {b.self_id[:1]}"]
+    assert seen_b == [f"join {a.self_id[:1]}"]
+
+
+async def test_with_a_trystero_peer_the_first_link_is_kept(
     idle_pair: tuple[Room, Room],
 ) -> None:
+    """Trystero keeps its first connection and destroys a second one, so with a peer whose
+    SDP lacks peermesh's marker we do the same."""
     a, b = idle_pair
-    first_out, first_in = await connect(a, b)
+    first_out, first_in = await connect_as_trystero(a, b)
     await eventually(lambda: b.self_id in a.get_peers() and a.self_id in b.get_peers(), 10)
-    second_out, second_in = await connect(a, b)
+    second_out, second_in = await connect_as_trystero(a, b)
     await eventually(lambda: second_out.is_closed and second_in.is_closed, 5, "duplicate closed")
     assert first_out.is_open
     assert first_in.is_open
     assert a.get_peers()[b.self_id] is first_out.pc
+
+
+def test_our_sdp_carries_the_marker_after_the_timing_line() -> None:
+    sdp = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\n"
+    assert _marked(sdp).split("\r\n")[3:5] == ["t=0 0", PEERMESH_SDP_MARKER]
 
 
 async def test_leaving_abandons_unopened_links_without_join_errors(

@@ -40,6 +40,10 @@ SEND_STALL_TIMEOUT = 30.0
 MAX_SDP_SIZE = 64 * 1024
 #: Trickled remote candidates held until the remote description is set.
 MAX_EARLY_CANDIDATES = 32
+#: A session attribute in every SDP we send, telling a peer that we resolve duplicate
+#: connections by a rule both sides compute alike (see ``SharedLinks._preferred``).
+#: Endpoints ignore unknown attributes (RFC 8866 §5.13), so Trystero is unaffected.
+PEERMESH_SDP_MARKER = "a=x-peermesh:keyed-duplicates"
 
 
 class LinkState(enum.Enum):
@@ -81,8 +85,10 @@ class PeerLink:
         #: connection failure worth reporting.
         self.sdp_exchanged = False
         self.close_reason = ""
-        #: Frames received so far: a link that carried any is in use by both sides.
-        self.frames_received = 0
+        #: ``time.monotonic()`` when the data channel opened (None until then).
+        self.opened_at: float | None = None
+        #: Whether the remote's SDP carried :data:`PEERMESH_SDP_MARKER`.
+        self.remote_is_peermesh = False
         self._ice_addresses = ice_addresses
         self._on_frame = on_frame
         self._on_open = on_open
@@ -119,7 +125,7 @@ class PeerLink:
         self._attach_channel(self.pc.createDataChannel("data"))
         with host_addresses(self._ice_addresses):
             await self.pc.setLocalDescription(await self.pc.createOffer())
-        return str(self.pc.localDescription.sdp)
+        return _marked(self.pc.localDescription.sdp)
 
     async def accept_offer(self, sdp: str) -> str:
         """Apply a remote offer and return the complete answer SDP.
@@ -134,7 +140,7 @@ class PeerLink:
         except Exception as exc:  # aiortc cannot answer what it accepted
             raise ProtocolError(f"could not answer the remote offer: {exc!r}") from exc
         self._sdp_done()
-        return str(self.pc.localDescription.sdp)
+        return _marked(self.pc.localDescription.sdp)
 
     async def accept_answer(self, sdp: str) -> None:
         """Apply the remote answer to our offer. Raises :class:`ProtocolError` on bad SDP."""
@@ -151,7 +157,7 @@ class PeerLink:
         description = None if offer is None else RTCSessionDescription(sdp=offer, type="offer")
         with host_addresses(self._ice_addresses):
             await self.pc.setLocalDescription(description)
-        return str(self.pc.localDescription.sdp)
+        return _marked(self.pc.localDescription.sdp)
 
     async def apply_remote(self, sdp: str, kind: str) -> None:
         """Renegotiation: apply a remote ``"offer"`` or ``"answer"``. Raises
@@ -165,6 +171,7 @@ class PeerLink:
         # description, which could never connect. Every Trystero offer has a data channel.
         if kind == "offer" and (not sdp.startswith("v=0") or "\nm=application " not in sdp):
             raise ProtocolError("remote offer is not an SDP with a data-channel section")
+        self.remote_is_peermesh = PEERMESH_SDP_MARKER in sdp
         try:
             await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type=kind))
         except Exception as exc:  # aiortc raises ValueError, InvalidStateError, KeyError, ...
@@ -243,6 +250,7 @@ class PeerLink:
         if self.state is LinkState.CLOSED:
             return
         self.state = LinkState.OPEN
+        self.opened_at = time.monotonic()
         for timer in self._timers:
             timer.cancel()
         self._timers.clear()
@@ -254,7 +262,6 @@ class PeerLink:
         if isinstance(data, str):
             logger.debug("%r: dropped a text message (Trystero sends binary only)", self)
             return
-        self.frames_received += 1
         self._on_frame(self, data)
 
     async def send(self, frame: bytes) -> None:
@@ -330,6 +337,15 @@ class PeerLink:
         """Wait until the underlying peer connection has been torn down."""
         if self._close_task is not None:
             await asyncio.shield(self._close_task)
+
+
+def _marked(sdp: str) -> str:
+    """``sdp`` with :data:`PEERMESH_SDP_MARKER` after its ``t=`` line."""
+    head, sep, rest = sdp.partition("\r\nt=")
+    if not sep:
+        return sdp
+    line, crlf, tail = rest.partition("\r\n")
+    return f"{head}{sep}{line}{crlf}{PEERMESH_SDP_MARKER}\r\n{tail}"
 
 
 _closing: set[asyncio.Task[None]] = set()

@@ -151,6 +151,14 @@ class _Member:
     )
     pings: deque[asyncio.Future[float]] = field(default_factory=deque)
     handshake: asyncio.Task[None] | None = None
+    #: Moved from a replaced connection while active: the app already sees the peer, so
+    #: passing the handshake again is silent, and failing it is a leave.
+    resumed: bool = False
+
+    @property
+    def visible(self) -> bool:
+        """Whether the application sees this peer (it joined and has not left)."""
+        return self.active or self.resumed
 
 
 class Action:
@@ -750,6 +758,23 @@ class Room:
         self._members[peer_id] = member
         member.handshake = self._spawn(self._admit(member))
 
+    def move_peer(self, peer_id: str, link: PeerLink) -> None:
+        """The connection to ``peer_id`` was replaced by ``link`` (a duplicate that both
+        peers prefer): run the admission handshake again on ``link``, silently for a peer
+        the app already sees. Outstanding pings and requests carry over."""
+        old = self._members.get(peer_id)
+        if old is None or self._closed or not link.is_open:
+            return
+        if old.handshake is not None and not old.handshake.done():
+            old.handshake.cancel()
+        if old.active:
+            self._media.peer_gone(peer_id)
+            self._reassembler.drop_peer(peer_id)
+        member = _Member(link=link, peer_id=peer_id, resumed=old.visible, pings=old.pings)
+        self._members[peer_id] = member
+        logger.debug("%r: peer %s moved to a new connection", self, peer_id)
+        member.handshake = self._spawn(self._admit(member))
+
     def peer_gone(self, peer_id: str, reason: str, *, lost: bool = False) -> None:
         """``peer_id`` is no longer in this room: it said so (``lost=False``) or its
         connection ended (``lost=True``; signallers then look for it again at once)."""
@@ -757,7 +782,7 @@ class Room:
         if member is None:
             return
         self._forget(member, reason)
-        if lost and member.active and not self._closed:
+        if lost and member.visible and not self._closed:
             for signaller in self._signallers:
                 signaller.peer_lost(peer_id)
 
@@ -786,7 +811,7 @@ class Room:
         self._media.peer_gone(member.peer_id)
         logger.debug("%r: peer %s gone (%s)", self, member.peer_id, reason)
         self._shared.release(member.link, linger=linger)
-        if member.active and not self._closed:
+        if member.visible and not self._closed:
             self._publish(PeerLeft(member.peer_id))
             for cb in self._on_leave:
                 self._invoke(cb, member.peer_id)
@@ -815,6 +840,9 @@ class Room:
             return
         member.active = True
         self._media.peer_active(member.peer_id, member.link)
+        if member.resumed:
+            logger.debug("%r: peer %s active again on its new connection", self, member.peer_id)
+            return
         logger.debug("%r: peer %s joined", self, member.peer_id)
         self._publish(PeerJoined(member.peer_id))
         for cb in self._on_join:
@@ -886,9 +914,13 @@ class Room:
 
     # -- receiving ----------------------------------------------------------------------------
 
-    def receive_chunk(self, peer_id: str, data: bytes | memoryview) -> None:
+    def receive_chunk(
+        self, peer_id: str, data: bytes | memoryview, link: PeerLink | None = None
+    ) -> None:
+        """A chunk from ``peer_id`` (over ``link``: chunks from a connection the peer was
+        moved away from are dropped)."""
         member = self._members.get(peer_id)
-        if member is None:
+        if member is None or (link is not None and link is not member.link):
             return
         try:
             chunk = wire.parse_chunk(data)

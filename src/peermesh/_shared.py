@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -41,6 +42,8 @@ logger = logging.getLogger(__name__)
 
 #: How many room tokens a remote may announce on one link before we stop remembering more.
 MAX_REMOTE_TOKENS = 256
+#: A link open this long is kept when a second one to the same peer opens.
+SETTLED_AFTER = 2.0
 #: How long a link whose peer sent ``@_leave`` stays open for its presence=0 to arrive.
 LEAVE_LINGER = 1.0
 
@@ -54,7 +57,10 @@ class RoomEndpoint(Protocol):
 
     def has_peer(self, peer_id: str) -> bool: ...
     def attach(self, link: PeerLink) -> None: ...
-    def receive_chunk(self, peer_id: str, chunk: bytes | memoryview) -> None: ...
+    def receive_chunk(
+        self, peer_id: str, chunk: bytes | memoryview, link: PeerLink | None = None
+    ) -> None: ...
+    def move_peer(self, peer_id: str, link: PeerLink) -> None: ...
     def peer_gone(self, peer_id: str, reason: str, *, lost: bool = False) -> None: ...
     def link_failed(self, link: PeerLink) -> None: ...
 
@@ -210,9 +216,12 @@ class SharedLinks:
                 return
             logger.debug("duplicate connection to %s; switching to the new one", remote_id)
             del self.links[remote_id]
+            # The peer makes the same choice (see _preferred) and moves its rooms too: each
+            # room re-runs the admission handshake on the new link without the app seeing
+            # the peer leave and join again.
             for room in list(self.rooms.values()):
                 if room.has_peer(remote_id):
-                    room.peer_gone(remote_id, "connection replaced")
+                    room.move_peer(remote_id, link)
             existing.close("duplicate connection")
         self.links[remote_id] = link
         for token, room in self.rooms.items():
@@ -229,12 +238,20 @@ class SharedLinks:
     def _preferred(self, first: PeerLink, second: PeerLink) -> PeerLink:
         """Which of two open links to one peer to keep (``first`` is the registered one).
 
-        A link that has carried frames is in use on both sides and is kept. Otherwise both
+        Trystero keeps the first and destroys the second, whatever the other side does; so
+        do we unless both links come from a peermesh peer (their SDP carries
+        :data:`~peermesh._link.PEERMESH_SDP_MARKER`). Between peermesh peers a link open for
+        :data:`SETTLED_AFTER` seconds is in use on both sides and is kept; otherwise both
         links are racing to open (crossing offers, or one connection per strategy) and each
-        side may see them open in a different order, so both peers must pick by something
-        they share: the leader's link (the smaller id's offer, wire notes §2.3), and between
-        two of those, the one whose offerer's DTLS fingerprint sorts first."""
-        if first.frames_received:
+        side may see them open in a different order and at different moments, so both
+        peers pick by something they share, not by what each has seen so far: the leader's
+        link (the smaller id's offer, wire notes §2.3), and between two of those, the one
+        whose offerer's DTLS fingerprint sorts first. The rooms then move to the kept link
+        without the app seeing a leave (see ``Room.move_peer``)."""
+        if not (first.remote_is_peermesh and second.remote_is_peermesh):
+            return first
+        opened = first.opened_at
+        if opened is not None and time.monotonic() - opened > SETTLED_AFTER:
             return first
         first_leads, second_leads = self._is_leader_link(first), self._is_leader_link(second)
         if first_leads != second_leads:
@@ -288,7 +305,7 @@ class SharedLinks:
             self.counters.frames_for_unknown_rooms += 1
             logger.debug("dropped a frame from %s for a room we are not in with it", remote_id)
             return
-        room.receive_chunk(remote_id, frame.chunk)
+        room.receive_chunk(remote_id, frame.chunk, link)
 
 
 _FINGERPRINT = re.compile(r"^a=fingerprint:\S+ (\S+)", re.MULTILINE)
