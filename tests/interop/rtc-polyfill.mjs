@@ -23,8 +23,11 @@
 //    calls both addEventListener listeners and the `onbufferedamountlow` property.
 //    The timer stops when the event fires or the channel is no longer open.
 //
-// 3. (fidelity, not a gap) `negotiationneeded` is dropped while a setLocalDescription is in
-//    flight or the signalling state is not stable, as browsers do; see the constructor.
+// 3. (fidelity, not a gap) `negotiationneeded` is held back while an operation is in flight
+//    or the signalling state is not stable, and fired once the operations chain is empty
+//    and the state stable again — unless an offer was created meanwhile, which covers the
+//    change — as browsers do (the spec's "update the negotiation-needed flag"); see the
+//    constructor. Dropping it instead lost a track added while an answer was being set.
 //
 // 4. (fidelity) Browsers run setLocalDescription, setRemoteDescription and addIceCandidate
 //    through one operations chain; wrtc runs each at once. Trystero's polite side answers a
@@ -141,7 +144,9 @@ const isAnswerState = (state) => state === "have-remote-offer" || state === "hav
 
 export class RTCPeerConnection extends wrtc.RTCPeerConnection {
   #operations = Promise.resolve();
-  #sldInFlight = 0;
+  #opsInFlight = 0;
+  #negotiationPending = false;
+  #fireNegotiationNeeded = () => {};
 
   constructor(config = {}) {
     super(config);
@@ -158,13 +163,16 @@ export class RTCPeerConnection extends wrtc.RTCPeerConnection {
     // it unconditionally after the first createDataChannel, while Trystero has usually
     // started its own offer from a microtask already, so every pool peer would make two
     // offers. Drop the event in those cases, as a browser would.
-    const fireNegotiationNeeded = native.onnegotiationneeded;
+    this.#fireNegotiationNeeded = native.onnegotiationneeded;
     native.onnegotiationneeded = () => {
-      if (this.#sldInFlight > 0 || this.signalingState !== "stable") {
+      if (this.#opsInFlight > 0 || this.signalingState !== "stable") {
         polyfillStats.negotiationNeededDropped++;
+        this.#negotiationPending = true;
         return;
       }
-      fireNegotiationNeeded();
+      this.#negotiationPending = false;
+      const fire = this.#fireNegotiationNeeded; // wrtc's handler, called unbound as wrtc does
+      fire();
     };
   }
 
@@ -174,9 +182,37 @@ export class RTCPeerConnection extends wrtc.RTCPeerConnection {
 
   // One operations chain, as browsers have (point 4). `run` must not enqueue again.
   #enqueue(run) {
-    const p = this.#operations.then(run, run);
+    this.#opsInFlight++;
+    const p = this.#operations.then(run, run).finally(() => {
+      this.#opsInFlight--;
+      this.#firePendingNegotiation();
+    });
     this.#operations = p.catch(() => {});
     return p;
+  }
+
+  #firePendingNegotiation() {
+    if (!this.#negotiationPending || this.#opsInFlight > 0) return;
+    if (this.signalingState !== "stable") return;
+    this.#negotiationPending = false;
+    if (!this.#mediaNeedsNegotiation()) return;
+    const fire = this.#fireNegotiationNeeded;
+    queueMicrotask(() => fire());
+  }
+
+  // The held-back event is only worth firing for a media change the current description
+  // does not cover (a sender with a track but no negotiated sending, or the reverse); the
+  // data channel is negotiated by the connection's first offer.
+  #mediaNeedsNegotiation() {
+    return this.getTransceivers().some((t) => {
+      const sends = t.currentDirection === "sendrecv" || t.currentDirection === "sendonly";
+      return Boolean(t.sender?.track) !== sends || t.mid === null;
+    });
+  }
+
+  createOffer(...args) {
+    this.#negotiationPending = false; // this offer includes every change made so far
+    return super.createOffer(...args);
   }
 
   setRemoteDescription(description) {
@@ -200,10 +236,7 @@ export class RTCPeerConnection extends wrtc.RTCPeerConnection {
       }
       return super.setLocalDescription(desc);
     };
-    this.#sldInFlight++;
-    return this.#enqueue(run).finally(() => {
-      this.#sldInFlight--;
-    });
+    return this.#enqueue(run);
   }
 }
 
