@@ -21,12 +21,15 @@ from collections.abc import Callable
 from aiortc import RTCConfiguration, RTCDataChannel, RTCPeerConnection, RTCSessionDescription
 from aiortc.sdp import candidate_from_sdp
 
+from . import _datapath
 from ._ice import host_addresses
 from .errors import PeerTimeoutError, PeerUnavailableError, ProtocolError
 
 __all__ = ["BUFFERED_AMOUNT_LOW_THRESHOLD", "LinkState", "PeerLink", "wait_links_closed"]
 
 logger = logging.getLogger(__name__)
+
+_datapath.install()
 
 #: Trystero's ``bufferedAmountLowThreshold``; a sender waits above it.
 BUFFERED_AMOUNT_LOW_THRESHOLD = 0xFFFF
