@@ -182,6 +182,61 @@ async def join_via(
     )
 
 
+@dataclass
+class _TimedSend:
+    """The events of one timed ``send`` and the measurements around it."""
+
+    sending: Event
+    received: Event
+    verified: Event
+    sent: Event
+    details: dict[str, float]
+
+    @property
+    def seconds(self) -> float:
+        return float(self.details["seconds"])
+
+
+async def _timed_send(
+    sender: PeerProcess,
+    receiver: PeerProcess,
+    done: str,
+    timeout: float,
+    *,
+    verify_timeout: float,
+    **send_args: object,
+) -> _TimedSend:
+    """Have ``sender`` send to ``receiver`` (``send_args`` go to the ``send`` command) and
+    time it from the sender's ``sending`` event to the receiver's ``done`` event; then wait
+    for ``verified``. Raises :class:`PeerError` if a peer fails or an event is late."""
+    since_s, since_r = sender.mark(), receiver.mark()
+    cpu_s, cpu_r = _cpu_seconds(sender.pid), _cpu_seconds(receiver.pid)
+    send = asyncio.create_task(
+        sender.command("send", target=receiver.self_id, timeout=timeout, **send_args)
+    )
+    try:
+        sending = await sender.wait_event("sending", since=since_s, timeout=10)
+        received = await receiver.wait_event(
+            done, since=since_r, peer_id=sender.self_id, timeout=timeout
+        )
+        verified = await receiver.wait_event("verified", since=since_r, timeout=verify_timeout)
+        sent = await send
+    finally:
+        if not send.done():
+            send.cancel()
+            with contextlib.suppress(BaseException):
+                await send
+    details = {
+        "seconds": received["arrived"] - sending["arrived"],
+        "peer_clock_seconds": received["t"] - sending["t"],
+        "sender_cpu_s": _cpu_seconds(sender.pid) - cpu_s,
+        "receiver_cpu_s": _cpu_seconds(receiver.pid) - cpu_r,
+        "sender_rss_mib": _rss_mib(sender.pid),
+        "receiver_rss_mib": _rss_mib(receiver.pid),
+    }
+    return _TimedSend(sending, received, verified, sent, details)
+
+
 async def _both_joined(a: PeerProcess, b: PeerProcess, timeout: float) -> tuple[Event, Event]:
     ea, eb = await asyncio.gather(
         a.wait_event("peer_joined", peer_id=b.self_id, timeout=timeout),
@@ -434,40 +489,21 @@ class ThroughputScenario:
             prepared = await sender.command("prepare", size=size, seed=f"bench-{run}", timeout=120)
         except PeerError as exc:
             return Sample(None, error=f"prepare: {_error_text(exc)}")
-        since_s, since_r = sender.mark(), receiver.mark()
-        cpu_s, cpu_r = _cpu_seconds(sender.pid), _cpu_seconds(receiver.pid)
-        send = asyncio.create_task(
-            sender.command("send", target=receiver.self_id, timeout=settings.transfer_timeout)
-        )
         try:
-            sending = await sender.wait_event("sending", since=since_s, timeout=10)
-            received = await receiver.wait_event(
-                "received", since=since_r, peer_id=sender.self_id, timeout=settings.transfer_timeout
+            t = await _timed_send(
+                sender, receiver, "received", settings.transfer_timeout, verify_timeout=120
             )
-            verified = await receiver.wait_event("verified", since=since_r, timeout=120)
-            sent = await send
         except PeerError as exc:
             return Sample(None, error=_error_text(exc))
-        finally:
-            if not send.done():
-                send.cancel()
-                with contextlib.suppress(BaseException):
-                    await send
-        seconds = received["arrived"] - sending["arrived"]
         details = {
-            "seconds": seconds,
+            **t.details,
             "bytes": size,
-            "send_call_ms": sent["ms"],
+            "send_call_ms": t.sent["ms"],
             "prepare_ms": prepared["ms"],
-            "peer_clock_seconds": received["t"] - sending["t"],
-            "sender_cpu_s": _cpu_seconds(sender.pid) - cpu_s,
-            "receiver_cpu_s": _cpu_seconds(receiver.pid) - cpu_r,
-            "sender_rss_mib": _rss_mib(sender.pid),
-            "receiver_rss_mib": _rss_mib(receiver.pid),
         }
-        if verified["size"] != size or verified["sha256"] != prepared["sha256"]:
+        if t.verified["size"] != size or t.verified["sha256"] != prepared["sha256"]:
             return Sample(None, details, error="payload mismatch (size or SHA-256)")
-        return Sample(size / MIB / seconds, details)
+        return Sample(size / MIB / t.seconds, details)
 
 
 # -- many small messages ------------------------------------------------------------------
@@ -508,44 +544,20 @@ class BulkScenario(ThroughputScenario):
             await receiver.command("expect", peer_id=sender.self_id, count=count, size=size)
         except PeerError as exc:
             return Sample(None, error=f"prepare: {_error_text(exc)}")
-        since_s, since_r = sender.mark(), receiver.mark()
-        cpu_s, cpu_r = _cpu_seconds(sender.pid), _cpu_seconds(receiver.pid)
-        send = asyncio.create_task(
-            sender.command("send", target=receiver.self_id, count=count, timeout=timeout)
-        )
         try:
-            sending = await sender.wait_event("sending", since=since_s, timeout=10)
-            received = await receiver.wait_event(
-                "received_all", since=since_r, peer_id=sender.self_id, timeout=timeout
+            t = await _timed_send(
+                sender, receiver, "received_all", timeout, verify_timeout=30, count=count
             )
-            verified = await receiver.wait_event("verified", since=since_r, timeout=30)
-            sent = await send
         except PeerError as exc:
             return Sample(None, error=_error_text(exc))
-        finally:
-            if not send.done():
-                send.cancel()
-                with contextlib.suppress(BaseException):
-                    await send
-        seconds = received["arrived"] - sending["arrived"]
-        details = {
-            "seconds": seconds,
-            "bytes": total,
-            "messages": count,
-            "send_calls_ms": sent["ms"],
-            "peer_clock_seconds": received["t"] - sending["t"],
-            "sender_cpu_s": _cpu_seconds(sender.pid) - cpu_s,
-            "receiver_cpu_s": _cpu_seconds(receiver.pid) - cpu_r,
-            "sender_rss_mib": _rss_mib(sender.pid),
-            "receiver_rss_mib": _rss_mib(receiver.pid),
-        }
+        details = {**t.details, "bytes": total, "messages": count, "send_calls_ms": t.sent["ms"]}
         if (
-            received["bytes"] != total
-            or received["bad"]
-            or verified["sha256"] != prepared["sha256"]
+            t.received["bytes"] != total
+            or t.received["bad"]
+            or t.verified["sha256"] != prepared["sha256"]
         ):
             return Sample(None, details, error="payload mismatch (sizes or SHA-256)")
-        return Sample(total / MIB / seconds, details)
+        return Sample(total / MIB / t.seconds, details)
 
 
 # -- ping ---------------------------------------------------------------------------------

@@ -25,8 +25,8 @@ Trystero's fixed roles (the link's original offerer is *impolite*, the answerer 
    ``stable`` and changes are pending, one offer covering all of them goes out as
    ``@_signal``. Changes made while an offer is in flight ride on the next one.
 2. All signalling of a link — our offers, every incoming ``@_signal`` — runs one at a
-   time, in arrival order, in one worker task holding one lock. So a collision is simply
-   "an offer arrives while our ``signalingState`` is ``have-local-offer``".
+   time, in arrival order, in one worker task. So a collision is simply "an offer
+   arrives while our ``signalingState`` is ``have-local-offer``".
 3. On a collision the impolite side ignores the remote offer; the polite side discards
    its own offer with :func:`emulate_rollback` (aiortc's private state, checked), applies
    the remote one and answers; its own changes are still pending, so it offers again
@@ -332,14 +332,13 @@ class LinkMedia:
     def __init__(self, link: PeerLink) -> None:
         self.link = link
         self.polite = not link.initiator
-        self._lock = asyncio.Lock()
         self._tracker = wire.NegotiationTracker()
         self._rooms: list[MediaRoom] = []  # rooms with this peer active, control room first
         self._sending: dict[MediaStreamTrack, _Sending] = {}
         self._sent_on: weakref.WeakSet[Any] = weakref.WeakSet()  # transceivers that sent
         self._receiving: dict[str, _Receiving] = {}  # by mid
         self._streams: dict[str, MediaStream] = {}  # remote streams by id
-        self._signals: asyncio.Queue[wire.RenegotiationSignal] = asyncio.Queue(MAX_SIGNAL_BACKLOG)
+        self._signals: deque[wire.RenegotiationSignal] = deque()
         self._worker: asyncio.Task[None] | None = None
         self._offer_wanted = False
         self._offer_timed_out = False
@@ -392,9 +391,6 @@ class LinkMedia:
             del _links[self.link]
 
     # -- local changes ------------------------------------------------------------------------
-
-    def sends(self, source: MediaStreamTrack) -> bool:
-        return source in self._sending
 
     def add(self, room_token: str, source: MediaStreamTrack, stream_id: str) -> None:
         """Send ``source`` (as part of stream ``stream_id``) on this connection for the room
@@ -479,12 +475,11 @@ class LinkMedia:
         """Queue a received ``@_signal`` payload. Raises :class:`ProtocolError` if it is
         malformed; one beyond :data:`MAX_SIGNAL_BACKLOG` waiting is dropped (logged)."""
         signal = wire.parse_signal(value)
-        try:
-            self._signals.put_nowait(signal)
-        except asyncio.QueueFull:
+        if len(self._signals) >= MAX_SIGNAL_BACKLOG:
             self.dropped_signals += 1
             logger.warning("%r: dropped a renegotiation signal (backlog full)", self)
             return
+        self._signals.append(signal)
         self._run()
 
     def _want_offer(self) -> None:
@@ -496,19 +491,19 @@ class LinkMedia:
             self._worker = asyncio.ensure_future(self._work())
 
     async def _work(self) -> None:
+        """The one task that touches this connection's signalling, one step at a time."""
         try:
             while not self.link.is_closed:
-                async with self._lock:
-                    if not self._signals.empty():
-                        await self._apply(self._signals.get_nowait())
-                    elif self._offer_timed_out:
-                        self._offer_timed_out = False
-                        self._roll_back_unanswered()
-                    elif self._offer_wanted:
-                        self._offer_wanted = False
-                        await self._offer()
-                    else:
-                        break
+                if self._signals:
+                    await self._apply(self._signals.popleft())
+                elif self._offer_timed_out:
+                    self._offer_timed_out = False
+                    self._roll_back_unanswered()
+                elif self._offer_wanted:
+                    self._offer_wanted = False
+                    await self._offer()
+                else:
+                    break
         except (PeerUnavailableError, asyncio.CancelledError):
             pass  # the link or its last room went away meanwhile
         except PeerTimeoutError as exc:

@@ -3,17 +3,14 @@ at least one relay is open and 1 when none is; ``--watch`` repeats until SIGINT.
 
 from __future__ import annotations
 
-import asyncio
-import os
 import re
-import signal
 import sys
 
 import pytest
 
 from peermesh.servers import serve_relay
 
-from ._run import PEERMESH, run_peermesh
+from ._run import run_peermesh, run_peermesh_async
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -23,30 +20,10 @@ LOOPBACK_ARGS = ("--no-stun", "--ice-address", "127.0.0.1")
 
 
 async def run_relays(*args: str, stop_after: float | None = None) -> tuple[int, str, str]:
-    """Run ``peermesh relays ARGS...`` without blocking the loop serving the test's relay.
-
-    With ``stop_after``, send SIGINT after that many seconds (for ``--watch``).
-    """
-    process = await asyncio.create_subprocess_exec(
-        *PEERMESH,
-        "relays",
-        *LOOPBACK_ARGS,
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, "COLUMNS": "200"},  # one table row per line, whatever the URL
+    """``peermesh relays ARGS...`` on loopback; SIGINT after ``stop_after`` (``--watch``)."""
+    return await run_peermesh_async(
+        "relays", *LOOPBACK_ARGS, *args, stop_after=stop_after, timeout=40
     )
-    try:
-        if stop_after is not None:
-            await asyncio.sleep(stop_after)
-            process.send_signal(signal.SIGINT)
-        out, err = await asyncio.wait_for(process.communicate(), 40)
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
 
 
 def row(output: str, url: str) -> str:

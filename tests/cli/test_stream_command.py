@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import fractions
 import math
-import os
 from pathlib import Path
 
 import av
@@ -15,7 +14,7 @@ import pytest
 from peermesh.media import audio_level, matches_pattern
 from peermesh.servers import serve_tracker
 
-from ._run import PEERMESH, run_peermesh
+from ._run import run_peermesh, run_peermesh_async
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]
 
@@ -55,27 +54,9 @@ def make_video(path: Path) -> None:
 
 
 async def run(*args: str) -> tuple[int, str, str]:
-    process = await asyncio.create_subprocess_exec(
-        *PEERMESH,
-        "stream",
-        "--strategy",
-        "torrent",
-        "--no-stun",
-        "--ice-address",
-        "127.0.0.1",
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, "COLUMNS": "200"},  # one line per event, however long
-    )
-    try:
-        out, err = await asyncio.wait_for(process.communicate(), 60)
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
+    """``peermesh stream`` on the torrent strategy, loopback only."""
+    loopback = ("--strategy", "torrent", "--no-stun", "--ice-address", "127.0.0.1")
+    return await run_peermesh_async("stream", *loopback, *args)
 
 
 async def test_send_a_file_and_record_it(tmp_path: Path) -> None:

@@ -44,9 +44,10 @@ from a browser in three ways that shape the design:
    needed: the colliding offer is ignored (:attr:`Step.IGNORE`), the polite peer (a browser
    rolls back natively) answers ours and re-offers via its own ``negotiationneeded``.
 3. **Serialise signalling.** aiortc's description calls are coroutines; all local offers and
-   remote signals of one connection go through one lock, so "collision" is simply
-   ``signalingState != "stable"`` when an offer is processed (Trystero's ``makingOffer``
-   case is covered because our ``have-local-offer`` is set before the lock is released).
+   remote signals of one connection are handled by one worker, one at a time, so
+   "collision" is simply ``signalingState != "stable"`` when an offer is processed
+   (Trystero's ``makingOffer`` case is covered because our ``have-local-offer`` is set
+   before the worker takes the next signal).
 
 Other aiortc facts the media layer must handle (all measured):
 
@@ -375,7 +376,7 @@ def decide(
     """Decide what to do with an incoming renegotiation signal, for fixed roles.
 
     ``polite`` is ``not initiator`` (Trystero: the original offerer is impolite).
-    ``signaling_state`` is the connection's state *while holding its signalling lock*
+    ``signaling_state`` is the connection's state as its signalling worker sees it
     (so an offer of ours being made shows as ``have-local-offer``). ``has_media`` is
     :func:`has_media_codecs` of the SDP. Pure; never raises.
     """
