@@ -192,8 +192,10 @@ def settings_from(args: argparse.Namespace) -> Settings:
         if args.group_runs is not None
         else (QUICK_GROUP_RUNS if args.quick and args.runs is None else None)
     )
-    if min(runs, bulk_count, args.ping_count, memory_peers, group_runs or 1) < 1:
-        raise SystemExit("--runs, --*-count, --memory-peers and --group-runs must be ≥ 1")
+    if min(runs, bulk_count, args.ping_count, group_runs or 1) < 1:
+        raise SystemExit("--runs, --*-count and --group-runs must be ≥ 1")
+    if memory_peers < 2:
+        raise SystemExit("--memory-peers must be ≥ 2 (a slope over 1..N peers)")
     if mesh_timeout <= 0 or args.late_delay < 0:
         raise SystemExit("--mesh-timeout must be positive and --late-delay not negative")
     if size_mib <= 0:

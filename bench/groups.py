@@ -177,7 +177,13 @@ class MemoryScenario:
         figures = []
         n = settings.memory_peers
         for pair in group_pairs(settings):
-            figure = Figure(
+            join = (
+                f"one hub process and {n} spoke processes of the same runtime in one room on "
+                "a fresh local tracker; the hub joins alone and idles 1 s, then the spokes "
+                "join one at a time, each once the hub sees the previous one "
+                f"(+{SETTLE_S:g} s and a full garbage collection before each reading)"
+            )
+            per_peer = Figure(
                 key="memory.per_peer",
                 title=f"memory per connected peer (hub + {n})",
                 pair=pair,
@@ -185,46 +191,67 @@ class MemoryScenario:
                 unit="KiB",
                 higher_is_better=False,
                 definition=(
-                    f"one hub process and {n} spoke processes of the same runtime in one "
-                    "room on a fresh local tracker; the hub joins alone and idles 1 s, then "
-                    "the spokes join one at a time, each once the hub sees the previous one "
-                    f"(+{SETTLE_S:g} s); least-squares slope of the hub's RSS over the "
-                    f"number of peers it holds (0..{n})"
+                    f"{join}; least-squares slope of the hub's RSS over the number of peers "
+                    f"it holds, 1..{n} (the first connection's one-time cost is its own row)"
+                ),
+            )
+            first_peer = Figure(
+                key="memory.first_peer",
+                title="memory: one-time cost of the first connection",
+                pair=pair,
+                arrow="⇄",
+                unit="KiB",
+                higher_is_better=False,
+                definition=(
+                    f"{join}; the hub's RSS growth from 0 to 1 connected peer (code and "
+                    "caches first touched by a connection, not repeated per peer)"
                 ),
             )
             for run in range(settings.runs):
-                sample = await self._once(pair, n)
-                figure.samples.append(sample)
-                log(f"memory {figure.pair_label:<22} run {run + 1}: {_show(sample, 'KiB')}")
-            figures.append(figure)
+                rss, error = await self._once(pair, n)
+                label = f"memory {per_peer.pair_label:<22} run {run + 1}"
+                if error is not None or len(rss) < 3:
+                    failed = Sample(None, {"rss_mib": rss}, error=error or "too few peers")
+                    per_peer.samples.append(failed)
+                    first_peer.samples.append(failed)
+                    log(f"{label}: {failed.error}")
+                    continue
+                details = {"rss_mib": rss}
+                slope = Sample(_slope(range(1, len(rss)), rss[1:]) * 1024, details)
+                first = Sample((rss[1] - rss[0]) * 1024, details)
+                per_peer.samples.append(slope)
+                first_peer.samples.append(first)
+                log(f"{label}: {_show(slope, 'KiB')} per peer, first {_show(first, 'KiB')}")
+            figures += [per_peer, first_peer]
         return figures
 
     @staticmethod
-    async def _once(pair: Pair, n: int) -> Sample:
+    async def _once(pair: Pair, n: int) -> tuple[list[float], str | None]:
+        """The hub's RSS (MiB) holding 0..n peers, and why the run stopped early if it did."""
         room_id = f"bench-{uuid.uuid4().hex[:16]}"
+        rss: list[float] = []
         async with signalling_server("torrent") as url:
             try:
                 peers = await start_many(pair.first, n + 1)
             except (PeerError, OSError) as exc:
-                return Sample(None, error=f"start: {_error_text(exc)}")
+                return rss, f"start: {_error_text(exc)}"
             hub, spokes = peers[0], peers[1:]
-            rss = []
             try:
                 await join_via(hub, "torrent", url, room_id)
                 await asyncio.sleep(1.0)
+                await hub.command("collect")
                 rss.append(rss_mib(hub.pid))
                 for spoke in spokes:
                     await join_via(spoke, "torrent", url, room_id)
                     await hub.wait_event("peer_joined", peer_id=spoke.self_id, timeout=30)
                     await asyncio.sleep(SETTLE_S)
+                    await hub.command("collect")
                     rss.append(rss_mib(hub.pid))
             except PeerError as exc:
-                return Sample(None, {"rss_mib": rss}, error=_error_text(exc))
+                return rss, _error_text(exc)
             finally:
                 await close_all(peers)
-        held = list(range(len(rss)))
-        details = {"rss_mib": rss, "delta_per_peer_kib": (rss[-1] - rss[0]) * 1024 / n}
-        return Sample(_slope(held, rss) * 1024, details)
+        return rss, None
 
 
 # -- full mesh ------------------------------------------------------------------------------

@@ -137,6 +137,11 @@ const commands = {
     return { rtts_ms: rtts };
   },
 
+  async collect() {
+    globalThis.gc();
+    return null;
+  },
+
   async leave() {
     if (room) await room.leave();
     return null;

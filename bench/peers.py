@@ -30,6 +30,8 @@ one ``{"event": "result", "id", "ok", "value" | "error"}``. Commands run concurr
                                                  ``room.ping`` calls (after ``warmup``
                                                  untimed ones), each timed in the peer
                                                  (``perf_counter`` / ``performance.now``)
+``collect`` --                                   ``null`` after a full garbage collection
+                                                 (Python ``gc.collect()``, Node ``gc()``)
 ``leave``   --                                   ``null``
 ``exit``    -- (no result; EOF on stdin is the same)
 =========== ==================================== ====================================
@@ -108,7 +110,13 @@ class PeerSpec:
     def argv(self) -> list[str]:
         if self.runtime == "python":
             return [sys.executable, "-m", "bench.py_peer", "--loop", self.loop or "asyncio"]
-        return ["node", str(BENCH_DIR / "js_peer.mjs"), "--interop-dir", str(INTEROP_DIR)]
+        return [
+            "node",
+            "--expose-gc",
+            str(BENCH_DIR / "js_peer.mjs"),
+            "--interop-dir",
+            str(INTEROP_DIR),
+        ]
 
 
 _names = itertools.count(1)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import hashlib
 import json
 import logging
@@ -180,6 +181,9 @@ class Peer:
             await self._room.ping(target)
             rtts.append((time.perf_counter() - started) * 1000)
         return {"rtts_ms": rtts}
+
+    async def cmd_collect(self, command: Message) -> None:
+        gc.collect()
 
     async def cmd_leave(self, command: Message) -> None:
         if self._room is not None:

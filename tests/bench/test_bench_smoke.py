@@ -96,7 +96,9 @@ def test_bench_bulk_and_ping(tmp_path: Path) -> None:
 @pytest.mark.timeout(120)
 def test_bench_memory(tmp_path: Path) -> None:
     data, _ = run_bench(tmp_path, "--only", "memory", "--memory-peers", "2")
-    check_figures(data, {("memory.per_peer", p) for p in GROUP_PAIRS})
+    check_figures(
+        data, {(key, p) for key in ("memory.per_peer", "memory.first_peer") for p in GROUP_PAIRS}
+    )
     for figure in data["figures"]:
         assert len(figure["samples"][0]["details"]["rss_mib"]) == 3  # hub alone, +1, +2
 
