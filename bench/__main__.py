@@ -263,7 +263,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     # A pipe or file gets 80 columns by default: too narrow for the table.
     Console(width=None if sys.stdout.isatty() else 120).print(table(figures, title))
     progress.print(f"raw samples and machine info: {path}", highlight=False)
-    empty = [f"{f.key} {f.pair_label}" for f in figures if not f.values]
+    # Trystero's own figures may legitimately never succeed (its torrent mesh of 20 does
+    # not complete here): reported, not a failure of the suite. Ours must succeed.
+    unmeasured = [f for f in figures if not f.values]
+    empty_anchors = [f"{f.key} {f.pair_label}" for f in unmeasured if f.pair.is_anchor]
+    empty = [f"{f.key} {f.pair_label}" for f in unmeasured if not f.pair.is_anchor]
+    if empty_anchors:
+        progress.print(f"[yellow]no successful run of Trystero for: {', '.join(empty_anchors)}")
     if empty:
         progress.print(f"[red]no successful run for: {', '.join(empty)}[/red]")
         return 1

@@ -89,9 +89,10 @@ def machine_info(loops: Sequence[str]) -> dict[str, Any]:
 
 def ratio(figure: Figure, figures: Sequence[Figure]) -> float | None:
     """``figure``'s median over the Node⇄Node median of the same figure (``None`` if either
-    is missing). For times > 1 means slower than Trystero; for throughputs < 1 does."""
+    is missing, or the anchor is not positive: Node's RSS slope can be negative when its
+    GC returns memory). For times > 1 means slower than Trystero; for throughputs < 1 does."""
     anchor = next((f for f in figures if f.key == figure.key and f.pair.is_anchor), None)
-    if anchor is None or anchor.median is None or figure.median is None or anchor.median == 0:
+    if anchor is None or anchor.median is None or figure.median is None or anchor.median <= 0:
         return None
     return figure.median / anchor.median
 
