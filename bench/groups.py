@@ -7,13 +7,14 @@ only, to keep the suite's duration sane) and Trystero-in-Node peers separately: 
 (``tests/interop/nostr_relay.mjs``) for ``nostr``, mosquitto (``make mosquitto``) over its
 WebSocket listener for ``mqtt``, our embedded ws-relay server for ``ws-relay``.
 
-``memory``
+``memory.per_peer``, ``memory.first_peer``
     One hub process and ``--memory-peers`` spoke processes of the same runtime, one room.
     The hub joins alone and idles 1 s; then the spokes join one at a time, each once the hub
-    sees the previous one (plus 0.3 s to settle). The hub's RSS is read before the first
-    spoke and after each one. Figure: the least-squares slope of the hub's RSS over the
-    number of peers it holds, in KiB per connected peer (spokes also connect to each other;
-    only the hub is measured).
+    sees the previous one (plus 0.3 s to settle). The hub's RSS is read, after a full
+    garbage collection, before the first spoke and after each one. ``per_peer``: the
+    least-squares slope of the hub's RSS over the number of peers it holds, 1..N, in KiB
+    per connected peer; ``first_peer``: the growth from 0 to 1 peer, the one-time cost of
+    a first connection (spokes also connect to each other; only the hub is measured).
 ``mesh.<strategy>.n<N>.{time,cpu,rss}``
     N fresh peer processes (``--mesh-sizes``, default 5, 10, 20; ``--mesh-50`` adds 50), one
     room on a fresh signalling server; the N join commands are written back to back. Time:
