@@ -182,11 +182,10 @@ async def join_via(
     )
 
 
-@dataclass
+@dataclass(frozen=True)
 class _TimedSend:
-    """The events of one timed ``send`` and the measurements around it."""
+    """The receiver's events of one timed ``send``, its result, and the measurements."""
 
-    sending: Event
     received: Event
     verified: Event
     sent: Event
@@ -234,7 +233,7 @@ async def _timed_send(
         "sender_rss_mib": _rss_mib(sender.pid),
         "receiver_rss_mib": _rss_mib(receiver.pid),
     }
-    return _TimedSend(sending, received, verified, sent, details)
+    return _TimedSend(received, verified, sent, details)
 
 
 async def _both_joined(a: PeerProcess, b: PeerProcess, timeout: float) -> tuple[Event, Event]:
