@@ -1,17 +1,22 @@
-"""peermesh._datapath: aiortc's SCTP with delayed SACKs, the in-order fast paths and the
-DTLS demultiplexing shortcut — whole messages arrive intact, also over a lossy,
-reordering path, and fewer SACK packets are sent than DATA packets received."""
+"""peermesh._datapath: aiortc's SCTP with delayed SACKs, the in-order fast paths, the DTLS
+demultiplexing shortcut and direct DTLS record handling — whole messages arrive intact,
+also over a lossy, reordering path, fewer SACK packets are sent than DATA packets
+received, and the socket buffers and record fast path really are in use."""
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import hashlib
 import os
+import socket
+from pathlib import Path
 
+import aioice.ice
 import pytest
-from aiortc import rtcsctptransport
+from aiortc import rtcdtlstransport, rtcsctptransport
 
-from peermesh import Room
+from peermesh import Room, _datapath
 from tests.lossy import lossy_path
 from tests.rooms import JoinFactory, connected_pair
 
@@ -76,3 +81,41 @@ async def test_messages_survive_loss_and_reordering(
         )
     assert stats.dropped + stats.delayed > 20  # the path really was lossy
     assert await a.ping(b.self_id) > 0
+
+
+def connected_dtls_transports() -> list[rtcdtlstransport.RTCDtlsTransport]:
+    return [
+        obj
+        for obj in gc.get_objects()
+        if isinstance(obj, rtcdtlstransport.RTCDtlsTransport) and obj.state == "connected"
+    ]
+
+
+async def test_records_take_the_direct_path(join: JoinFactory) -> None:
+    a, b = await connected_pair(join)
+    await transfer(a, b, [300_000])
+    transports = connected_dtls_transports()
+    assert len(transports) >= 2
+    # Each handshaken transport carries its direct OpenSSL access, and its counters moved.
+    for transport in transports:
+        assert isinstance(getattr(transport, "_peermesh_records", None), _datapath._DtlsRecords)
+        stats = next(s for s in transport._get_stats().values() if s.type == "transport")
+        assert stats.packetsReceived > 0
+        assert stats.packetsSent > 0
+    assert await a.ping(b.self_id) > 0
+
+
+RMEM_MAX = int(Path("/proc/sys/net/core/rmem_max").read_text())
+
+
+async def test_ice_sockets_get_the_large_receive_buffer(join: JoinFactory) -> None:
+    await connected_pair(join)
+    # Linux doubles what is asked for (its bookkeeping overhead) and caps it at rmem_max.
+    expected = 2 * min(_datapath.UDP_RECEIVE_BUFFER, RMEM_MAX)
+    sizes = [
+        obj.transport.get_extra_info("socket").getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+        for obj in gc.get_objects()
+        if isinstance(obj, aioice.ice.StunProtocol) and obj.transport is not None
+    ]
+    assert sizes
+    assert set(sizes) == {expected}, sizes

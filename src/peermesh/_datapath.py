@@ -6,11 +6,12 @@ replacements keep the behaviour on the wire and make the common case cheap:
 
 * **Demultiplexing.** aioice parses every datagram as STUN before handing it on. A
   datagram whose first byte is 20–63 is DTLS (RFC 7983 §7) and goes straight through.
-* **Socket buffers.** aioice leaves its UDP sockets at the kernel's default receive
-  buffer (208 KiB here), which a burst of packets overruns while the event loop is busy:
-  every dropped packet costs SCTP a retransmission and a halved congestion window. We
-  ask for :data:`UDP_RECEIVE_BUFFER` (the kernel caps it at ``net.core.rmem_max``); the
-  memory is the kernel's and is used only while packets wait.
+* **Socket buffers.** aioice sizes the receive buffer of each UDP socket it binds to
+  256 KiB (``aioice.turn.UDP_SOCKET_BUFFER_SIZE``), which a burst of packets overruns
+  while the event loop is busy: every dropped packet costs SCTP a retransmission and a
+  halved congestion window. We make that :data:`UDP_RECEIVE_BUFFER` (the kernel caps it
+  at ``net.core.rmem_max``); the memory is the kernel's and is used only while packets
+  wait.
 * **Received TSNs.** aiortc's ``_mark_received`` sorts the set of out-of-order TSNs and
   rebuilds two collections for every packet. A packet with the next TSN, while nothing
   is out of order or duplicated, only advances the cumulative TSN.
@@ -18,6 +19,14 @@ replacements keep the behaviour on the wire and make the common case cheap:
   which is quadratic in the fragments of a message. A chunk appended at the end of the
   list that is not a message's last fragment cannot complete any message, so the scan
   is skipped for it.
+* **DTLS records.** pyOpenSSL costs four wrapped calls per packet, two of which raise and
+  catch an exception when there is nothing to read. Once the handshake is done, each
+  datagram is fed to OpenSSL and its records read with direct calls into preallocated
+  buffers, every record it holds is read (aiortc reads one per datagram), the outgoing
+  memory BIO is drained only while it has bytes, and each outgoing datagram goes straight
+  to the nominated ICE pair's socket instead of through three coroutine layers. The
+  handshake, its retransmissions and every error path stay aiortc's; SRTP is handled as
+  aiortc does.
 * **Delayed SACK** (RFC 4960 §6.2). aiortc answers every packet with its own SACK packet,
   doubling the packet count. We acknowledge every second packet carrying DATA, and any
   other within :data:`SACK_DELAY` seconds; a packet that shows a gap or a duplicate, or
@@ -32,7 +41,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 from typing import Any
 
 __all__ = ["SACK_DELAY", "UDP_RECEIVE_BUFFER", "install"]
@@ -57,13 +65,16 @@ def install() -> None:
     _installed = True
     try:
         import aioice.ice
+        import aioice.turn
+        import OpenSSL.SSL
+        from aiortc import clock
+        from aiortc import rtcdtlstransport as dtls
         from aiortc import rtcsctptransport as sctp
 
         protocol = aioice.ice.StunProtocol
         transport = sctp.RTCSctpTransport
         for owner, name in (
             (protocol, "datagram_received"),
-            (protocol, "connection_made"),
             (transport, "_mark_received"),
             (transport, "_receive_data_chunk"),
             (transport, "_handle_data"),
@@ -72,30 +83,35 @@ def install() -> None:
             (transport, "_reset_deferred_streams"),
             (sctp, "tsn_plus_one"),
             (sctp, "uint32_gt"),
+            (dtls.RTCDtlsTransport, "_recv_next"),
+            (dtls.RTCDtlsTransport, "_send_data"),
+            (dtls.RTCDtlsTransport, "_write_ssl"),
+            (dtls.RTCDtlsTransport, "_handle_rtp_data"),
+            (dtls.RTCDtlsTransport, "_handle_rtcp_data"),
+            (dtls, "is_rtcp"),
+            (clock, "current_ms"),
+            (aioice.ice.Connection, "recvfrom"),
         ):
             if not callable(getattr(owner, name, None)):
                 raise AttributeError(f"{getattr(owner, '__name__', owner)}.{name}")
+        if not isinstance(getattr(aioice.turn, "UDP_SOCKET_BUFFER_SIZE", None), int):
+            raise AttributeError("aioice.turn.UDP_SOCKET_BUFFER_SIZE")
+        ssl_lib = OpenSSL.SSL._lib  # type: ignore[attr-defined]
+        for name in ("SSL_read", "SSL_write", "SSL_get_error", "BIO_read", "BIO_write"):
+            if not callable(getattr(ssl_lib, name, None)):
+                raise AttributeError(f"OpenSSL lib.{name}")
     except (ImportError, AttributeError) as exc:
         logger.warning("aiortc internals differ from 1.16 (%s): data path left as it is", exc)
         return
+    # aioice sets every socket it binds to this size right after creating it.
+    aioice.turn.UDP_SOCKET_BUFFER_SIZE = UDP_RECEIVE_BUFFER
     _patch_demux(protocol)
     _patch_sctp(transport, sctp)
+    _patch_dtls(dtls, clock.current_ms, ssl_lib, OpenSSL.SSL._ffi)  # type: ignore[attr-defined]
 
 
 def _patch_demux(protocol: Any) -> None:
     original = protocol.datagram_received
-    original_made = protocol.connection_made
-
-    def connection_made(self: Any, transport: Any) -> None:
-        original_made(self, transport)
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            try:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RECEIVE_BUFFER)
-            except OSError as exc:
-                logger.debug("could not enlarge a UDP receive buffer: %s", exc)
-
-    protocol.connection_made = connection_made
 
     def datagram_received(self: Any, data: bytes, addr: tuple[Any, ...]) -> None:
         if data and 19 < data[0] < 64:  # DTLS (RFC 7983): never a STUN message
@@ -194,6 +210,151 @@ def _patch_sctp(transport: Any, sctp: Any) -> None:
     transport._receive_data_chunk = _receive_data_chunk
     transport._handle_data = _handle_data
     transport._send_sack = _send_sack_unless_handling
+
+
+#: Largest datagram read from or written to OpenSSL's memory BIOs (aiortc uses the same).
+DATAGRAM_MAX = 1500
+
+
+class _DtlsRecords:
+    """Direct OpenSSL access for one handshaken DTLS connection (see the module docstring).
+
+    Single-threaded like the event loop that owns the transport; the buffers are reused
+    for every datagram and their contents copied out at once.
+    """
+
+    __slots__ = ("connection", "ffi", "incoming", "lib", "outgoing", "read_buffer", "ssl")
+
+    def __init__(self, lib: Any, ffi: Any, ssl_connection: Any, ice_connection: Any) -> None:
+        self.lib = lib
+        self.ffi = ffi
+        self.ssl = ssl_connection._ssl
+        self.incoming = ssl_connection._into_ssl
+        self.outgoing = ssl_connection._from_ssl
+        self.connection = ice_connection
+        self.read_buffer = ffi.new("char[]", DATAGRAM_MAX)
+
+    def records(self, datagram: bytes) -> tuple[list[bytes], bool]:
+        """Feed one datagram to OpenSSL; return its plaintext records, and whether the
+        peer closed the connection (a close_notify)."""
+        lib = self.lib
+        lib.BIO_write(self.incoming, datagram, len(datagram))
+        records = []
+        while True:
+            read = lib.SSL_read(self.ssl, self.read_buffer, DATAGRAM_MAX)
+            if read > 0:
+                records.append(self.ffi.buffer(self.read_buffer, read)[:])
+                continue
+            error = lib.SSL_get_error(self.ssl, read)
+            if error == lib.SSL_ERROR_WANT_READ:
+                return records, False
+            lib.ERR_clear_error()
+            # Anything else is a record OpenSSL refused (aiortc drops it as well).
+            return records, error == lib.SSL_ERROR_ZERO_RETURN
+
+    def encrypt(self, plaintext: bytes) -> None:
+        """Write one record; raise :class:`ConnectionError` if OpenSSL refuses it."""
+        if self.lib.SSL_write(self.ssl, plaintext, len(plaintext)) <= 0:
+            self.lib.ERR_clear_error()
+            raise ConnectionError("DTLS refused to encrypt a record")
+
+    def pending_datagrams(self) -> list[bytes]:
+        """Drain what OpenSSL wrote for the peer, one datagram per read."""
+        datagrams = []
+        read = self.lib.BIO_read(self.outgoing, self.read_buffer, DATAGRAM_MAX)
+        while read > 0:
+            datagrams.append(self.ffi.buffer(self.read_buffer, read)[:])
+            read = self.lib.BIO_read(self.outgoing, self.read_buffer, DATAGRAM_MAX)
+        return datagrams
+
+    def send(self, datagram: bytes) -> None:
+        """Send one datagram on the nominated pair (what aioice's ``send`` ends in)."""
+        pair = self.connection._nominated.get(1)
+        if pair is None:
+            raise ConnectionError("Cannot send data, not connected")
+        pair.protocol.transport.sendto(datagram, pair.remote_addr)
+
+
+def _patch_dtls(dtls: Any, current_ms: Any, lib: Any, ffi: Any) -> None:
+    transport = dtls.RTCDtlsTransport
+    original_recv_next = transport._recv_next
+    original_send_data = transport._send_data
+    original_write_ssl = transport._write_ssl
+    connected = dtls.State.CONNECTED
+    is_rtcp = dtls.is_rtcp
+    srtp_error = dtls.pylibsrtp.Error
+
+    def records_of(self: Any) -> _DtlsRecords | None:
+        """The fast path for this transport once its handshake is done, else None."""
+        records: _DtlsRecords | None = getattr(self, "_peermesh_records", None)
+        if records is None and self._RTCDtlsTransport__handshake_done:
+            ice = getattr(self.transport, "_connection", None)
+            if ice is None or not hasattr(ice, "_nominated") or not hasattr(ice, "_queue"):
+                return None
+            records = _DtlsRecords(lib, ffi, self._ssl, ice)
+            self._peermesh_records = records
+        return records
+
+    async def flush(self: Any, records: _DtlsRecords) -> None:
+        for datagram in records.pending_datagrams():
+            records.send(datagram)
+            self._RTCDtlsTransport__tx_bytes += len(datagram)
+            self._RTCDtlsTransport__tx_packets += 1
+
+    async def _recv_next(self: Any) -> None:
+        records = records_of(self)
+        if records is None:
+            await original_recv_next(self)
+            return
+        ice = records.connection
+        if not ice._nominated:
+            raise ConnectionError("Cannot receive data, not connected")
+        item = await ice._queue.get()
+        if item is None:
+            raise ConnectionError("Connection lost while receiving data")
+        data = item[0]
+        self._RTCDtlsTransport__rx_bytes += len(data)
+        self._RTCDtlsTransport__rx_packets += 1
+        first_byte = data[0]
+        if 19 < first_byte < 64:
+            plaintexts, closed = records.records(data)
+            await flush(self, records)
+            if closed:
+                raise ConnectionError("DTLS shut down by the remote party")
+            receiver = self._data_receiver
+            for plaintext in plaintexts:
+                if receiver is not None:
+                    await receiver._handle_data(plaintext)
+        elif 127 < first_byte < 192 and self._rx_srtp:
+            arrival_time_ms = current_ms()
+            try:
+                if is_rtcp(data):
+                    await self._handle_rtcp_data(self._rx_srtp.unprotect_rtcp(data))
+                else:
+                    await self._handle_rtp_data(
+                        self._rx_srtp.unprotect(data), arrival_time_ms=arrival_time_ms
+                    )
+            except srtp_error as exc:
+                logger.debug("SRTP unprotect failed: %s", exc)
+
+    async def _send_data(self: Any, data: bytes) -> None:
+        records = records_of(self)
+        if records is None or self._state != connected:
+            await original_send_data(self, data)
+            return
+        records.encrypt(data)
+        await flush(self, records)
+
+    async def _write_ssl(self: Any) -> None:
+        records = records_of(self)
+        if records is None:
+            await original_write_ssl(self)
+        else:
+            await flush(self, records)
+
+    transport._recv_next = _recv_next
+    transport._send_data = _send_data
+    transport._write_ssl = _write_ssl
 
 
 def _log_failure(task: asyncio.Task[None]) -> None:
