@@ -27,6 +27,16 @@ replacements keep the behaviour on the wire and make the common case cheap:
   to the nominated ICE pair's socket instead of through three coroutine layers. The
   handshake, its retransmissions and every error path stay aiortc's; SRTP is handled as
   aiortc does.
+* **SACK processing.** aiortc scans the whole in-flight queue for chunks to retransmit
+  before every transmission, and restarts the T3 timer (a cancelled and a new timer
+  handle) for every SACK. The scan runs only while some chunk is marked for
+  retransmission, and a restart only moves a deadline that the running timer checks
+  when it fires.
+* **Fast retransmit** (RFC 4960 §7.2.4). aiortc strikes a fast-retransmitted chunk again
+  with every later SACK that still reports it missing — which they all do until the
+  resend has crossed the path — a 64 MiB transfer that lost 34 packets resent 651
+  chunks. A resent chunk is struck again only by a SACK that newly acknowledges a chunk
+  sent after the resend, so a resend is repeated only when it was itself lost.
 * **Delayed SACK** (RFC 4960 §6.2). aiortc answers every packet with its own SACK packet,
   doubling the packet count. We acknowledge every second packet carrying DATA, and any
   other within :data:`SACK_DELAY` seconds; a packet that shows a gap or a duplicate, or
@@ -41,6 +51,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import struct
+import time
 from typing import Any
 
 __all__ = ["SACK_DELAY", "UDP_RECEIVE_BUFFER", "install"]
@@ -81,8 +93,21 @@ def install() -> None:
             (transport, "_send_sack"),
             (transport, "_get_inbound_stream"),
             (transport, "_reset_deferred_streams"),
+            (transport, "_receive_sack_chunk"),
+            (transport, "_transmit"),
+            (transport, "_t3_expired"),
+            (transport, "_t3_start"),
+            (transport, "_t3_cancel"),
+            (transport, "_t3_restart"),
+            (transport, "_update_rto"),
+            (transport, "_maybe_abandon"),
+            (transport, "_update_advanced_peer_ack_point"),
+            (transport, "_data_channel_flush"),
             (sctp, "tsn_plus_one"),
             (sctp, "uint32_gt"),
+            (sctp, "crc32c"),
+            (sctp, "DataChunk"),
+            (sctp, "SackChunk"),
             (dtls.RTCDtlsTransport, "_recv_next"),
             (dtls.RTCDtlsTransport, "_send_data"),
             (dtls.RTCDtlsTransport, "_write_ssl"),
@@ -107,6 +132,7 @@ def install() -> None:
     aioice.turn.UDP_SOCKET_BUFFER_SIZE = UDP_RECEIVE_BUFFER
     _patch_demux(protocol)
     _patch_sctp(transport, sctp)
+    _patch_sctp_sender(transport, sctp)
     _patch_dtls(dtls, clock.current_ms, ssl_lib, OpenSSL.SSL._ffi)  # type: ignore[attr-defined]
 
 
@@ -129,6 +155,33 @@ def _patch_sctp(transport: Any, sctp: Any) -> None:
     tsn_plus_one = sctp.tsn_plus_one
     uint32_gt = sctp.uint32_gt
     last_frag = sctp.SCTP_DATA_LAST_FRAG
+
+    data_type = sctp.DataChunk.type
+    single_types = {data_type: sctp.DataChunk, sctp.SackChunk.type: sctp.SackChunk}
+    crc32c = sctp.crc32c
+    header = sctp.SCTP_COMMON_HEADER_LENGTH + sctp.SCTP_CHUNK_HEADER_LENGTH
+
+    def single_chunk(self: Any, data: bytes) -> Any:
+        """The packet's only chunk if it is one DATA or SACK chunk with this association's
+        tag and a valid checksum; None for anything else, which aiortc's parser gets.
+        Raises ValueError for such a chunk whose body is too short."""
+        if len(data) < header:
+            return None
+        chunk_class = single_types.get(data[12])
+        length = (data[14] << 8) | data[15]
+        if (
+            chunk_class is None
+            or (length + 3) & ~3 != len(data) - 12
+            or length < 4
+            or int.from_bytes(data[4:8]) != self._local_verification_tag
+            or int.from_bytes(data[8:12], "little")
+            != crc32c(data[0:8] + b"\x00\x00\x00\x00" + data[12:])
+        ):
+            return None
+        try:
+            return chunk_class(flags=data[13], body=data[header : 12 + length])
+        except struct.error as exc:  # a body too short for its fields
+            raise ValueError(f"malformed {chunk_class.__name__}: {exc}") from None
 
     def _mark_received(self: Any, tsn: int) -> bool:
         if (
@@ -175,15 +228,26 @@ def _patch_sctp(transport: Any, sctp: Any) -> None:
             task.add_done_callback(_log_failure)
 
     async def _handle_data(self: Any, data: bytes) -> None:
-        # aiortc's handler sends a SACK after any packet that carried DATA. Run it with the
-        # SACK held back, then decide here whether it goes now or a little later.
+        # aiortc's handler sends a SACK after any packet that carried DATA. Run it (or, for
+        # a packet of one DATA or SACK chunk, our shortcut) with the SACK held back, then
+        # decide here whether it goes now or a little later.
         self._peermesh_sack_now = False
         misordered_before = bool(self._sack_misordered)
-        self._peermesh_handling = True
         try:
-            await original_handle(self, data)
-        finally:
-            self._peermesh_handling = False
+            chunk = single_chunk(self, data)
+        except ValueError as exc:
+            logger.debug("dropped an SCTP packet: %s", exc)
+            return
+        if chunk is None:
+            self._peermesh_handling = True
+            try:
+                await original_handle(self, data)
+            finally:
+                self._peermesh_handling = False
+        elif chunk.type == data_type:
+            await self._receive_data_chunk(chunk)
+        else:
+            await self._receive_sack_chunk(chunk)
         if not self._sack_needed:
             return
         unacked = getattr(self, "_peermesh_unacked", 0) + 1
@@ -210,6 +274,179 @@ def _patch_sctp(transport: Any, sctp: Any) -> None:
     transport._receive_data_chunk = _receive_data_chunk
     transport._handle_data = _handle_data
     transport._send_sack = _send_sack_unless_handling
+
+
+def _patch_sctp_sender(transport: Any, sctp: Any) -> None:
+    original_transmit = transport._transmit
+    original_t3_expired = transport._t3_expired
+    original_t3_start = transport._t3_start
+    original_t3_cancel = transport._t3_cancel
+    uint32_gt = sctp.uint32_gt
+    mtu = sctp.USERDATA_MAX_LENGTH
+    modulo = sctp.SCTP_TSN_MODULO
+    # Defaults, overridden per instance: whether any sent chunk may be marked for
+    # retransmission, the T3 deadline when it is later than the running timer, and for a
+    # resent chunk the first TSN sent after the resend.
+    transport._peermesh_retransmits = False
+    transport._peermesh_t3_deadline = None
+    sctp.DataChunk._peermesh_resent_below = None
+
+    def newer_or_equal(a: int, b: int) -> bool:  # sctp.uint32_gte, inlined where it counts
+        return ((a - b) & 0xFFFFFFFF) < 0x80000000
+
+    def gap_blocks(self: Any, chunk: Any) -> tuple[int, bool]:
+        """aiortc's gap-block handling with the fast retransmit rule above; returns the
+        bytes newly acknowledged and whether a chunk was marked lost."""
+        cumulative = chunk.cumulative_tsn
+        seen = set()
+        highest_seen = cumulative
+        for start, end in chunk.gaps:
+            for pos in range(start, end + 1):
+                highest_seen = (cumulative + pos) % modulo
+                seen.add(highest_seen)
+        done_bytes = 0
+        highest_newly_acked = cumulative
+        for schunk in self._sent_queue:
+            if uint32_gt(schunk.tsn, highest_seen):
+                break
+            if schunk.tsn in seen:
+                if not schunk._acked:
+                    done_bytes += schunk._book_size
+                    schunk._acked = True
+                    highest_newly_acked = schunk.tsn
+                self._flight_size_decrease(schunk)
+        outbound = self._outbound_queue
+        first_unsent = outbound[0].tsn if outbound else self._local_tsn
+        loss = False
+        for schunk in self._sent_queue:
+            if uint32_gt(schunk.tsn, highest_newly_acked):
+                break
+            if schunk.tsn in seen:
+                continue
+            resent_below = schunk._peermesh_resent_below
+            if resent_below is not None and not newer_or_equal(highest_newly_acked, resent_below):
+                continue  # its resend may still be on the way
+            schunk._misses += 1
+            if schunk._misses == 3:
+                schunk._misses = 0
+                if not self._maybe_abandon(schunk):
+                    schunk._retransmit = True
+                    schunk._peermesh_resent_below = first_unsent
+                    self._peermesh_retransmits = True
+                schunk._acked = False
+                self._flight_size_decrease(schunk)
+                loss = True
+        return done_bytes, loss
+
+    async def _receive_sack_chunk(self: Any, chunk: Any) -> None:
+        cumulative = chunk.cumulative_tsn
+        if uint32_gt(self._last_sacked_tsn, cumulative):
+            return
+        received_time = time.time()
+        self._last_sacked_tsn = cumulative
+        cwnd_fully_utilized = self._flight_size >= self._cwnd
+        done = 0
+        done_bytes = 0
+        sent = self._sent_queue
+        while sent and newer_or_equal(cumulative, sent[0].tsn):
+            schunk = sent.popleft()
+            done += 1
+            if not schunk._acked:
+                done_bytes += schunk._book_size
+            if schunk._in_flight:
+                schunk._in_flight = False
+                self._flight_size -= schunk._book_size
+            if done == 1 and schunk._sent_count == 1:
+                self._update_rto(received_time - schunk._sent_time)
+        loss = False
+        if chunk.gaps:
+            gap_bytes, loss = gap_blocks(self, chunk)
+            done_bytes += gap_bytes
+
+        # Congestion window: aiortc's rules, unchanged.
+        if self._fast_recovery_exit is None:
+            if done and cwnd_fully_utilized:
+                if self._cwnd <= self._ssthresh:
+                    self._cwnd += min(done_bytes, mtu)
+                else:
+                    self._partial_bytes_acked += done_bytes
+                    if self._partial_bytes_acked >= self._cwnd:
+                        self._partial_bytes_acked -= self._cwnd
+                        self._cwnd += mtu
+            if loss:
+                self._ssthresh = max(self._cwnd // 2, 4 * mtu)
+                self._cwnd = self._ssthresh
+                self._partial_bytes_acked = 0
+                self._fast_recovery_exit = sent[-1].tsn
+                self._fast_recovery_transmit = True
+        elif newer_or_equal(cumulative, self._fast_recovery_exit):
+            self._fast_recovery_exit = None
+
+        if not sent:
+            self._t3_cancel()
+        elif done:
+            self._t3_restart()
+        self._update_advanced_peer_ack_point()
+        await self._data_channel_flush()
+        await self._transmit()
+
+    async def _transmit(self: Any) -> None:
+        if self._peermesh_retransmits or self._forward_tsn_chunk is not None:
+            await original_transmit(self)
+            self._peermesh_retransmits = any(c._retransmit for c in self._sent_queue)
+            return
+        # Nothing to resend: aiortc's loop for new data.
+        burst = (2 if self._fast_recovery_exit is not None else 4) * mtu
+        cwnd = min(self._flight_size + burst, self._cwnd)
+        outbound = self._outbound_queue
+        sent = self._sent_queue
+        now = time.time()
+        while outbound and self._flight_size < cwnd:
+            chunk = outbound.popleft()
+            sent.append(chunk)
+            if not chunk._in_flight:
+                chunk._in_flight = True
+                self._flight_size += chunk._book_size
+            chunk._sent_count += 1
+            chunk._sent_time = now
+            await self._send_chunk(chunk)
+            if not self._t3_handle:
+                self._t3_start()
+
+    def _t3_restart(self: Any) -> None:
+        handle = self._t3_handle
+        deadline = self._loop.time() + self._rto
+        if handle is not None and deadline >= handle.when():
+            self._peermesh_t3_deadline = deadline  # checked when the timer fires
+            return
+        if handle is not None:
+            handle.cancel()
+        self._peermesh_t3_deadline = None
+        self._t3_handle = self._loop.call_at(deadline, self._t3_expired)
+
+    def _t3_start(self: Any) -> None:
+        self._peermesh_t3_deadline = None
+        original_t3_start(self)
+
+    def _t3_cancel(self: Any) -> None:
+        self._peermesh_t3_deadline = None
+        original_t3_cancel(self)
+
+    def _t3_expired(self: Any) -> None:
+        deadline = self._peermesh_t3_deadline
+        self._peermesh_t3_deadline = None
+        if deadline is not None and deadline > self._loop.time():
+            self._t3_handle = self._loop.call_at(deadline, self._t3_expired)
+            return
+        self._peermesh_retransmits = True
+        original_t3_expired(self)
+
+    transport._receive_sack_chunk = _receive_sack_chunk
+    transport._transmit = _transmit
+    transport._t3_restart = _t3_restart
+    transport._t3_start = _t3_start
+    transport._t3_cancel = _t3_cancel
+    transport._t3_expired = _t3_expired
 
 
 #: Largest datagram read from or written to OpenSSL's memory BIOs (aiortc uses the same).
