@@ -196,8 +196,9 @@ def relayed(kind: str, peer_id: str, offer_id: str, sdp: object) -> Json:
 
 
 async def test_every_announce_has_fresh_offers_that_expire_unless_answered(
-    rooms: Rooms,
+    rooms: Rooms, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(torrent, "OFFER_GRACE", 3.0)  # read when each announce is made
     a_id, b_id = "M" * 20, "N" * 20
     pcs: list[RTCPeerConnection] = []
 
@@ -245,6 +246,34 @@ async def test_every_announce_has_fresh_offers_that_expire_unless_answered(
     await eventually(
         lambda: not first_ids & set(signaller(room)._offers), torrent.OFFER_GRACE + 2, "expiry"
     )
+
+
+async def test_an_answer_to_an_offer_no_longer_held_is_counted_and_dropped(
+    rooms: Rooms,
+) -> None:
+    a_id, b_id = "M" * 20, "N" * 20
+    pcs: list[RTCPeerConnection] = []
+
+    async def answer_unknown(tracker: RawTracker, ws: ServerConnection, message: Json) -> None:
+        if len(tracker.announces) != 1:
+            return
+        pc, sealed = await answer_offer(message["offers"][0]["offer"]["sdp"])
+        pcs.append(pc)
+        # The same answer, but to an offer id this room never made (or has withdrawn).
+        await ws.send(json.dumps(relayed("answer", b_id, "W" * 20, sealed)))
+
+    async with RawTracker(interval=10, on_announce=answer_unknown) as spy:
+        room = await rooms.join(a_id, [spy.url])
+        try:
+            await eventually(lambda: signaller(room).stale_answers == 1, 10, "the stale answer")
+            assert room._shared.live_link(b_id) is None
+            assert room.get_peers() == {}
+            # The offer that was really answered is still outstanding: nothing consumed it.
+            first_ids = {o["offer_id"] for o in spy.announces[0][1]["offers"]}
+            assert first_ids <= set(signaller(room)._offers)
+        finally:
+            for pc in pcs:
+                await pc.close()
 
 
 async def test_relayed_offers_are_answered_to_the_sender_and_collisions_ignored(
