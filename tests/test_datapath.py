@@ -162,3 +162,32 @@ async def test_a_lost_packet_is_resent_about_once(
     # aiortc alone resends a lost chunk with every third later SACK that still misses it
     # (10-20 resends per loss here); RFC 4960 §7.2.4 asks for one fast retransmit.
     assert counts["resent"] <= stats.dropped, (counts, stats)
+
+
+def sctp_packet(transport: rtcsctptransport.RTCSctpTransport, chunk: bytes) -> bytes:
+    """One SCTP packet for ``transport`` carrying ``chunk`` with a valid checksum."""
+    header = (
+        transport._remote_port.to_bytes(2)
+        + transport._local_port.to_bytes(2)
+        + transport._local_verification_tag.to_bytes(4)
+    )
+    checksum = rtcsctptransport.crc32c(header + b"\x00\x00\x00\x00" + chunk)
+    return header + checksum.to_bytes(4, "little") + chunk
+
+
+async def test_a_truncated_sack_from_the_peer_is_dropped(join: JoinFactory) -> None:
+    a, b = await connected_pair(join)
+    transports = [
+        transport
+        for transport in live_instances(rtcsctptransport.RTCSctpTransport)
+        if transport._association_state == transport.State.ESTABLISHED
+    ]
+    assert transports
+    # A SACK announcing 5 gap blocks and carrying none: aiortc's parser would raise
+    # struct.error out of the receive loop and end the association.
+    body = (0).to_bytes(4) + (65536).to_bytes(4) + (5).to_bytes(2) + (0).to_bytes(2)
+    chunk = bytes([3, 0]) + (4 + len(body)).to_bytes(2) + body
+    for transport in transports:
+        await transport._handle_data(sctp_packet(transport, chunk))
+    await transfer(a, b, [100_000])
+    assert await a.ping(b.self_id) > 0
