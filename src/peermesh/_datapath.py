@@ -300,8 +300,11 @@ def _patch_sctp_sender(transport: Any, sctp: Any) -> None:
         cumulative = chunk.cumulative_tsn
         seen = set()
         highest_seen = cumulative
+        # A block can only cover TSNs we sent: after the cumulative TSN, the sent queue
+        # holds them all. Clamping keeps a peer's 65535-wide blocks from stalling the loop.
+        last = len(self._sent_queue)
         for start, end in chunk.gaps:
-            for pos in range(start, end + 1):
+            for pos in range(start, min(end, last) + 1):
                 highest_seen = (cumulative + pos) % modulo
                 seen.add(highest_seen)
         done_bytes = 0
