@@ -37,6 +37,12 @@ replacements keep the behaviour on the wire and make the common case cheap:
   resend has crossed the path — a 64 MiB transfer that lost 34 packets resent 651
   chunks. A resent chunk is struck again only by a SACK that newly acknowledges a chunk
   sent after the resend, so a resend is repeated only when it was itself lost.
+* **Single-chunk packets.** A packet holding exactly one DATA or SACK chunk (nearly all
+  of them in a transfer) is checked — length, verification tag, CRC32c — and handed to
+  its handler without aiortc's generic parser and dispatch. A chunk whose body is too
+  short for its fields is dropped with a log line (aiortc's parser would let
+  ``struct.error`` end the association), and a SACK's gap blocks are clamped to the TSNs
+  actually sent.
 * **Delayed SACK** (RFC 4960 §6.2). aiortc answers every packet with its own SACK packet,
   doubling the packet count. We acknowledge every second packet carrying DATA, and any
   other within :data:`SACK_DELAY` seconds; a packet that shows a gap or a duplicate, or
