@@ -85,6 +85,7 @@ def install() -> None:
         import aioice.ice
         import aioice.turn
         import OpenSSL.SSL
+        import pylibsrtp
         from aiortc import clock
         from aiortc import rtcdtlstransport as dtls
         from aiortc import rtcsctptransport as sctp
@@ -109,8 +110,11 @@ def install() -> None:
             (transport, "_maybe_abandon"),
             (transport, "_update_advanced_peer_ack_point"),
             (transport, "_data_channel_flush"),
+            (transport, "_flight_size_decrease"),
+            (transport, "_flight_size_increase"),
             (sctp, "tsn_plus_one"),
             (sctp, "uint32_gt"),
+            (sctp, "uint32_gte"),
             (sctp, "crc32c"),
             (sctp, "DataChunk"),
             (sctp, "SackChunk"),
@@ -121,12 +125,24 @@ def install() -> None:
             (dtls.RTCDtlsTransport, "_handle_rtcp_data"),
             (dtls, "is_rtcp"),
             (clock, "current_ms"),
-            (aioice.ice.Connection, "recvfrom"),
+            (pylibsrtp, "Error"),
         ):
             if not callable(getattr(owner, name, None)):
                 raise AttributeError(f"{getattr(owner, '__name__', owner)}.{name}")
-        if not isinstance(getattr(aioice.turn, "UDP_SOCKET_BUFFER_SIZE", None), int):
-            raise AttributeError("aioice.turn.UDP_SOCKET_BUFFER_SIZE")
+        # Constants read when the patches are made: a miss must leave everything as it was.
+        for owner, name in (
+            (sctp, "SCTP_DATA_LAST_FRAG"),
+            (sctp, "SCTP_COMMON_HEADER_LENGTH"),
+            (sctp, "SCTP_CHUNK_HEADER_LENGTH"),
+            (sctp, "USERDATA_MAX_LENGTH"),
+            (sctp, "SCTP_TSN_MODULO"),
+            (aioice.turn, "UDP_SOCKET_BUFFER_SIZE"),
+        ):
+            if not isinstance(getattr(owner, name, None), int):
+                raise AttributeError(f"{owner.__name__}.{name}")
+        connected = getattr(getattr(dtls, "State", None), "CONNECTED", None)
+        if connected is None:
+            raise AttributeError("rtcdtlstransport.State.CONNECTED")
         ssl_lib = OpenSSL.SSL._lib  # type: ignore[attr-defined]
         for name in ("SSL_read", "SSL_write", "SSL_get_error", "BIO_read", "BIO_write"):
             if not callable(getattr(ssl_lib, name, None)):
@@ -288,6 +304,7 @@ def _patch_sctp_sender(transport: Any, sctp: Any) -> None:
     original_t3_start = transport._t3_start
     original_t3_cancel = transport._t3_cancel
     uint32_gt = sctp.uint32_gt
+    uint32_gte = sctp.uint32_gte
     mtu = sctp.USERDATA_MAX_LENGTH
     modulo = sctp.SCTP_TSN_MODULO
     # Defaults, overridden per instance: whether any sent chunk may be marked for
@@ -296,9 +313,6 @@ def _patch_sctp_sender(transport: Any, sctp: Any) -> None:
     transport._peermesh_retransmits = False
     transport._peermesh_t3_deadline = None
     sctp.DataChunk._peermesh_resent_below = None
-
-    def newer_or_equal(a: int, b: int) -> bool:  # sctp.uint32_gte, inlined where it counts
-        return ((a - b) & 0xFFFFFFFF) < 0x80000000
 
     def gap_blocks(self: Any, chunk: Any) -> tuple[int, bool]:
         """aiortc's gap-block handling with the fast retransmit rule above; returns the
@@ -333,7 +347,7 @@ def _patch_sctp_sender(transport: Any, sctp: Any) -> None:
             if schunk.tsn in seen:
                 continue
             resent_below = schunk._peermesh_resent_below
-            if resent_below is not None and not newer_or_equal(highest_newly_acked, resent_below):
+            if resent_below is not None and not uint32_gte(highest_newly_acked, resent_below):
                 continue  # its resend may still be on the way
             schunk._misses += 1
             if schunk._misses == 3:
@@ -357,14 +371,12 @@ def _patch_sctp_sender(transport: Any, sctp: Any) -> None:
         done = 0
         done_bytes = 0
         sent = self._sent_queue
-        while sent and newer_or_equal(cumulative, sent[0].tsn):
+        while sent and uint32_gte(cumulative, sent[0].tsn):
             schunk = sent.popleft()
             done += 1
             if not schunk._acked:
                 done_bytes += schunk._book_size
-            if schunk._in_flight:
-                schunk._in_flight = False
-                self._flight_size -= schunk._book_size
+            self._flight_size_decrease(schunk)
             if done == 1 and schunk._sent_count == 1:
                 self._update_rto(received_time - schunk._sent_time)
         loss = False
@@ -388,7 +400,7 @@ def _patch_sctp_sender(transport: Any, sctp: Any) -> None:
                 self._partial_bytes_acked = 0
                 self._fast_recovery_exit = sent[-1].tsn
                 self._fast_recovery_transmit = True
-        elif newer_or_equal(cumulative, self._fast_recovery_exit):
+        elif uint32_gte(cumulative, self._fast_recovery_exit):
             self._fast_recovery_exit = None
 
         if not sent:
@@ -413,9 +425,7 @@ def _patch_sctp_sender(transport: Any, sctp: Any) -> None:
         while outbound and self._flight_size < cwnd:
             chunk = outbound.popleft()
             sent.append(chunk)
-            if not chunk._in_flight:
-                chunk._in_flight = True
-                self._flight_size += chunk._book_size
+            self._flight_size_increase(chunk)
             chunk._sent_count += 1
             chunk._sent_time = now
             await self._send_chunk(chunk)
@@ -522,13 +532,15 @@ class _DtlsRecords:
 
 
 def _patch_dtls(dtls: Any, current_ms: Any, lib: Any, ffi: Any) -> None:
+    import pylibsrtp
+
     transport = dtls.RTCDtlsTransport
     original_recv_next = transport._recv_next
     original_send_data = transport._send_data
     original_write_ssl = transport._write_ssl
     connected = dtls.State.CONNECTED
     is_rtcp = dtls.is_rtcp
-    srtp_error = dtls.pylibsrtp.Error
+    srtp_error = pylibsrtp.Error
 
     def records_of(self: Any) -> _DtlsRecords | None:
         """The fast path for this transport once its handshake is done, else None."""
@@ -541,7 +553,7 @@ def _patch_dtls(dtls: Any, current_ms: Any, lib: Any, ffi: Any) -> None:
             self._peermesh_records = records
         return records
 
-    async def flush(self: Any, records: _DtlsRecords) -> None:
+    def flush(self: Any, records: _DtlsRecords) -> None:
         for datagram in records.pending_datagrams():
             records.send(datagram)
             self._RTCDtlsTransport__tx_bytes += len(datagram)
@@ -564,12 +576,12 @@ def _patch_dtls(dtls: Any, current_ms: Any, lib: Any, ffi: Any) -> None:
         first_byte = data[0]
         if 19 < first_byte < 64:
             plaintexts, closed = records.records(data)
-            await flush(self, records)
+            flush(self, records)
             if closed:
                 raise ConnectionError("DTLS shut down by the remote party")
             receiver = self._data_receiver
-            for plaintext in plaintexts:
-                if receiver is not None:
+            if receiver is not None:
+                for plaintext in plaintexts:
                     await receiver._handle_data(plaintext)
         elif 127 < first_byte < 192 and self._rx_srtp:
             arrival_time_ms = current_ms()
@@ -589,14 +601,14 @@ def _patch_dtls(dtls: Any, current_ms: Any, lib: Any, ffi: Any) -> None:
             await original_send_data(self, data)
             return
         records.encrypt(data)
-        await flush(self, records)
+        flush(self, records)
 
     async def _write_ssl(self: Any) -> None:
         records = records_of(self)
         if records is None:
             await original_write_ssl(self)
         else:
-            await flush(self, records)
+            flush(self, records)
 
     transport._recv_next = _recv_next
     transport._send_data = _send_data
