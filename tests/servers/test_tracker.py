@@ -21,6 +21,7 @@ from peermesh._wire.tracker import (
 )
 from peermesh.errors import UsageError
 from peermesh.servers import TrackerServer, TrackerStats, serve_tracker
+from peermesh.servers import tracker as tracker_module
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -161,9 +162,22 @@ async def test_each_offer_goes_to_a_distinct_peer(tracker: TrackerServer) -> Non
             assert tracker.stats().offers_forwarded == 4
 
 
-async def test_offers_go_back_first_to_the_peers_that_offered(tracker: TrackerServer) -> None:
+class LastPicks:
+    """Stands in for the tracker's ``random``: ``sample`` takes the last ``k`` of the pool
+    (the newest peers), so which peer gets a "random" offer is known."""
+
+    @staticmethod
+    def sample(pool: list[Any], k: int) -> list[Any]:
+        return pool[len(pool) - k :]
+
+
+async def test_offers_go_back_first_to_the_peers_that_offered(
+    tracker: TrackerServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Reciprocity: after B's offer reached A, A's next offer goes to B rather than to a
-    random one of the other ten peers, once; A's announce after that is random again."""
+    random one of the other ten peers, once; A's announces after that go to the random
+    pick again (here the newest peer, never B)."""
+    monkeypatch.setattr(tracker_module, "random", LastPicks)
     async with contextlib.AsyncExitStack() as stack:
         wa = await stack.enter_async_context(client(tracker))
         wb = await stack.enter_async_context(client(tracker))
@@ -182,12 +196,10 @@ async def test_offers_go_back_first_to_the_peers_that_offered(tracker: TrackerSe
                 assert (await recv(wb))["offer_id"] == oid(10)
             await asyncio.sleep(0.05)
         assert tracker.stats().offers_forwarded == 4
-        # the second and third went to random peers: B got at most one of them by chance
-        later = []
-        with contextlib.suppress(TimeoutError):
-            later.append(await recv(wb, 0.2))
-            later.append(await recv(wb, 0.2))
-        assert len(later) < 2
+        # the second and third went to the random pick, not to B again
+        await silent(wb, 0.2)
+        assert (await recv(crowd[-1]))["offer_id"] == oid(11)
+        assert (await recv(crowd[-1]))["offer_id"] == oid(12)
 
 
 async def test_more_offers_than_peers_and_lone_peer(tracker: TrackerServer) -> None:
