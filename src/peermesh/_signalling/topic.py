@@ -24,7 +24,11 @@ Trystero). It goes dormant again, announcements stopped, when it has no peer and
 negotiation in progress.
 
 Offers are made on demand: aiortc produces a complete (non-trickle) offer in ~2 ms, so the
-pool of pre-made offers Trystero keeps would only hold sockets open for nothing. Our SDP
+pool of pre-made offers Trystero keeps would only hold sockets open for nothing. Signals in
+progress and connections being set up are capped (:data:`MAX_TASKS`,
+:data:`MAX_PENDING_LINKS`), and each relay gets an equal share of both caps: a relay that
+floods announcements from made-up peer ids evicts only its own offers and cannot lock out
+the peers another relay brings. Our SDP
 carries every candidate inline; we never trickle our own. Malformed signals are dropped,
 logged at DEBUG and counted; undecryptable offers and answers are join errors, as in
 Trystero.
@@ -36,9 +40,9 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .._link import PeerLink
 from .._wire.sealing import seal, unseal
@@ -69,7 +73,9 @@ ANNOUNCE_INTERVAL = 60.0
 OFFER_RESEND = 4.8
 #: An unanswered offer is replaced after this long (Trystero's offerTtl).
 OFFER_TTL = 57.333
+#: Signals handled at once (each relay gets an equal share).
 MAX_TASKS = 32
+#: Connections being set up at once (each relay gets an equal share).
 MAX_PENDING_LINKS = 32
 MAX_EARLY_KEYS = 64
 MAX_EARLY_PER_KEY = 16
@@ -92,6 +98,8 @@ class _Offer:
     link: PeerLink
     sealed_sdp: str
     created: float
+    #: The relay whose announcement led to this offer (it counts against that relay's share).
+    relay: TopicRelay
     answered: bool = False
     sent: dict[TopicRelay, float] = field(default_factory=dict)
 
@@ -106,6 +114,7 @@ class _OfferLock:
 class _Answer:
     offer_id: str | None
     link: PeerLink
+    relay: TopicRelay
 
 
 class TopicSignaller:
@@ -133,8 +142,8 @@ class TopicSignaller:
         # Per-peer offer locks, kept only while some task uses them (a flood of announcements
         # from random ids must not grow this), and offers being made (counted as pending).
         self._offer_locks: dict[str, _OfferLock] = {}
-        self._creating = 0
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._creating: dict[TopicRelay, int] = dict.fromkeys(relays, 0)
+        self._tasks: dict[asyncio.Task[None], TopicRelay] = {}
         self._closed = False
         self._self_subscribed = False
 
@@ -235,7 +244,7 @@ class TopicSignaller:
         self._loops.clear()
 
     def has_active_work(self) -> bool:
-        if self._creating:
+        if any(self._creating.values()):
             return True
         now = time.monotonic()
         for offer in self._offers.values():
@@ -282,7 +291,7 @@ class TopicSignaller:
         if live is not None:
             self.room._shared.bind(self.room, live)
             return
-        if len(self._tasks) >= MAX_TASKS:
+        if sum(r is relay for r in self._tasks.values()) >= self._share(MAX_TASKS):
             self.counters.dropped_busy += 1
             return
         handle = {
@@ -291,15 +300,16 @@ class TopicSignaller:
             SignalKind.ANSWER: self._on_answer,
             SignalKind.CANDIDATE: self._on_candidate,
         }[signal.kind]
-        self._spawn(handle(relay, signal))
-
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
+        task = asyncio.ensure_future(handle(relay, signal))
+        self._tasks[task] = relay
         task.add_done_callback(self._task_done)
 
+    def _share(self, cap: int) -> int:
+        """Each relay's part of ``cap``."""
+        return max(1, cap // len(self.relays))
+
     def _task_done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
+        self._tasks.pop(task, None)
         if not task.cancelled() and task.exception() is not None:
             logger.error("%r: signalling task failed", self.room, exc_info=task.exception())
 
@@ -317,15 +327,28 @@ class TopicSignaller:
             return None
         return answer
 
-    def _pending_links(self) -> int:
-        links = [o.link for o in self._offers.values()] + [a.link for a in self._answers.values()]
-        pending = sum(1 for link in links if not link.is_open and not link.is_closed)
-        return pending + self._creating  # offers still being made count: they hold a slot
+    def _pending_links(self, relay: TopicRelay | None = None) -> int:
+        """Connections being set up, for ``relay`` (or every relay); offers still being
+        made count: they hold a slot."""
+        entries: list[_Offer | _Answer] = [*self._offers.values(), *self._answers.values()]
+        pending = sum(
+            1
+            for e in entries
+            if (relay is None or e.relay is relay) and not e.link.is_open and not e.link.is_closed
+        )
+        creating = self._creating
+        return pending + (sum(creating.values()) if relay is None else creating[relay])
 
-    def _evict_offer(self) -> bool:
-        """Make room by dropping the oldest offer nobody answered: peers that announce and
-        never answer (made-up ids from a hostile relay) must not lock real peers out."""
-        unanswered = [(o.created, p) for p, o in self._offers.items() if not o.answered]
+    def _has_room(self, relay: TopicRelay) -> bool:
+        return self._pending_links(relay) < self._share(MAX_PENDING_LINKS)
+
+    def _evict_offer(self, relay: TopicRelay) -> bool:
+        """Make room by dropping ``relay``'s oldest offer nobody answered: peers that
+        announce and never answer (made-up ids from a hostile relay) must not lock real
+        peers out."""
+        unanswered = [
+            (o.created, p) for p, o in self._offers.items() if not o.answered and o.relay is relay
+        ]
         if not unanswered:
             return False
         _, peer_id = min(unanswered)
@@ -370,16 +393,17 @@ class TopicSignaller:
                     del self._offers[peer_id]
                     offer = None
                 if offer is None:
-                    if self._pending_links() >= MAX_PENDING_LINKS and not self._evict_offer():
+                    if not self._has_room(relay) and not self._evict_offer(relay):
                         self.counters.dropped_busy += 1
                         return
-                    self._creating += 1
+                    self._creating[relay] += 1
                     try:
                         link = self._new_link(initiator=True, remote_id=peer_id)
                         sdp = await link.create_offer()
                     finally:
-                        self._creating -= 1
-                    offer = _Offer(gen_id(OFFER_ID_LENGTH), link, seal(room.seal_key, sdp), now)
+                        self._creating[relay] -= 1
+                    sealed = seal(room.seal_key, sdp)
+                    offer = _Offer(gen_id(OFFER_ID_LENGTH), link, sealed, now, relay)
                     self._offers[peer_id] = offer
                 elif offer.answered or now - offer.sent.get(relay, -OFFER_RESEND) < OFFER_RESEND:
                     return
@@ -412,11 +436,11 @@ class TopicSignaller:
             logger.debug("%r: undecryptable offer from %s: %s", room, peer_id, exc)
             room._join_error("incorrect room password when decrypting offer", peer_id)
             return
-        if self._pending_links() >= MAX_PENDING_LINKS:
+        if not self._has_room(relay):
             self.counters.dropped_busy += 1
             return
         link = self._new_link(initiator=False, remote_id=peer_id)
-        entry = self._answers[peer_id] = _Answer(signal.offer_id, link)
+        entry = self._answers[peer_id] = _Answer(signal.offer_id, link, relay)
         try:
             answer = await link.accept_offer(sdp)
         except ProtocolError as exc:
