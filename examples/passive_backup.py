@@ -37,9 +37,17 @@ async def main() -> None:
         backup.make_action("save").on_message(lambda data, peer_id, meta: saved.put_nowait(data))
 
         async with await join_room("archive", peer_id="editor".ljust(20, "0"), **options) as editor:
-            await asyncio.wait_for(woke.wait(), 20)
+            met = asyncio.Event()
+
+            @editor.on_peer_join
+            def _(peer_id: str) -> None:
+                if peer_id == backup.self_id:
+                    met.set()
+
+            # Each side admits the other on its own; wait for both before sending.
+            await asyncio.wait_for(asyncio.gather(woke.wait(), met.wait()), 20)
             print("editor joined; the backup woke and connected")
-            await editor.make_action("save").send({"doc": 1, "text": "draft"})
+            await editor.make_action("save").send({"doc": 1, "text": "draft"}, backup.self_id)
             print("backup saved", await asyncio.wait_for(saved.get(), 10))
         await backup.leave()
         await other_backup.leave()

@@ -10,6 +10,7 @@ import pytest
 
 import peermesh
 from peermesh import JoinErrorEvent, PeerUnavailableError, RoomClosedError, UsageError
+from peermesh._link import PeerLink
 from peermesh._wire import actions as wire
 from peermesh._wire.frames import encode_room_frame
 from tests.rooms import JoinFactory, connected_pair, eventually, peer_ids
@@ -22,6 +23,39 @@ async def test_peers_join_and_late_listener_gets_replay(join: JoinFactory) -> No
     assert replayed == [b.self_id]
     assert set(a.get_peers()) == {b.self_id}
     assert a.get_peers()[b.self_id].connectionState == "connected"
+
+
+async def test_a_message_right_behind_the_peers_hsready_is_delivered(
+    join: JoinFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The peer may send as soon as it has our ``@_hsready``, so its first message can be
+    handled in the same step as its own ``@_hsready`` (here a's links hold that frame back
+    until the next one arrives, then hand over both): the room admits the peer there and
+    then, not later from its handshake task, and the message is delivered, not dropped."""
+    a_id, b_id = peer_ids(2)
+    real = PeerLink._on_message
+    held: dict[PeerLink, bytes | str] = {}
+    batched: set[PeerLink] = set()
+
+    def batching(link: PeerLink, data: bytes | str) -> None:
+        if link.remote_id == b_id and link not in batched:
+            if isinstance(data, bytes) and wire.HSREADY.encode() in data:
+                held[link] = data
+                return
+            if link in held:
+                batched.add(link)
+                real(link, held.pop(link))
+        real(link, data)
+
+    monkeypatch.setattr(PeerLink, "_on_message", batching)
+    a = await join(a_id)
+    got: list[object] = []
+    a.make_action("hi").on_message(lambda data, peer_id, meta: got.append(data))
+    b = await join(b_id)
+    b.on_peer_join(lambda peer_id: b.make_action("hi").send("first", peer_id))
+    await eventually(lambda: got == ["first"], 20, "b's first message")
+    assert batched
+    assert a.counters.dropped_while_pending == 0
 
 
 async def test_text_json_and_bytes_with_metadata_and_progress(join: JoinFactory) -> None:

@@ -135,6 +135,95 @@ async def test_a_second_link_to_a_peer_in_use_is_resolved_without_a_leave(
     assert seen_b == [f"join {a.self_id[:1]}"]
 
 
+async def test_a_move_under_traffic_loses_and_reorders_nothing(
+    idle_pair: tuple[Room, Room], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Messages flow both ways, every fifth one several chunks long, while a second link
+    that both sides prefer opens: every send returns normally, every message arrives once
+    and in order, and the old link is closed by the handover, not by its idle timer."""
+    a, b = idle_pair
+    monkeypatch.setattr(peermesh._shared, "RETIRE_IDLE", 120.0)
+    order: dict[PeerLink, str] = {}
+    real = peermesh._shared._offerer_fingerprint
+    monkeypatch.setattr(
+        peermesh._shared, "_offerer_fingerprint", lambda link: order.get(link) or real(link)
+    )
+    seen_a, seen_b = watch(a), watch(b)
+    first = await connect(a, b)
+    await eventually(lambda: b.self_id in a.get_peers() and a.self_id in b.get_peers(), 10)
+    for link in first:
+        order[link] = "1"
+    got: dict[str, list[int]] = {a.self_id: [], b.self_id: []}
+    sent = {a.self_id: 0, b.self_id: 0}
+    for room in (a, b):
+        room.make_action("seq").on_message(
+            lambda data, peer_id, meta, me=room.self_id: got[me].append(data[0])
+        )
+    stop = asyncio.Event()
+
+    async def pump(room: Room, to: str) -> None:
+        send = room.make_action("seq").send
+        while not stop.is_set():
+            i = sent[room.self_id]
+            await send([i, "x" * (40_000 if i % 5 == 0 else 10)], to)
+            sent[room.self_id] = i + 1
+            await asyncio.sleep(0)
+
+    pumps = asyncio.gather(pump(a, b.self_id), pump(b, a.self_id))
+    try:
+        await asyncio.sleep(0.2)
+        second = await connect(a, b)
+        for link in second:
+            order[link] = "0"
+        await eventually(lambda: all(link.is_closed for link in first), 15, "first pair closed")
+        await asyncio.sleep(0.2)
+    finally:
+        stop.set()
+        await pumps  # any failed send fails the test here
+    assert all(link.is_open for link in second)
+    assert sent[a.self_id] > 20
+    assert sent[b.self_id] > 20
+    await eventually(
+        lambda: len(got[b.self_id]) >= sent[a.self_id] and len(got[a.self_id]) >= sent[b.self_id],
+        10,
+        "every message",
+    )
+    assert got[b.self_id] == list(range(sent[a.self_id]))
+    assert got[a.self_id] == list(range(sent[b.self_id]))
+    assert seen_a == [f"join {b.self_id[:1]}"]
+    assert seen_b == [f"join {a.self_id[:1]}"]
+
+
+async def test_a_handover_the_peer_never_confirms_ends_after_the_idle_timer(
+    idle_pair: tuple[Room, Room], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """b ignores handover frames (as a peer that lost them would): a's old link is closed
+    by its idle timer, and a's sends, which wait for the old link to be delivered, go on."""
+    a, b = idle_pair
+    monkeypatch.setattr(peermesh._shared, "RETIRE_IDLE", 0.3)
+    monkeypatch.setattr(b._shared, "_on_handover", lambda link, info, frame: None)
+    order: dict[PeerLink, str] = {}
+    real = peermesh._shared._offerer_fingerprint
+    monkeypatch.setattr(
+        peermesh._shared, "_offerer_fingerprint", lambda link: order.get(link) or real(link)
+    )
+    first = await connect(a, b)
+    await eventually(lambda: b.self_id in a.get_peers() and a.self_id in b.get_peers(), 10)
+    for link in first:
+        order[link] = "1"
+    second = await connect(a, b)
+    for link in second:
+        order[link] = "0"
+    a_first = first[0]
+    await eventually(lambda: a.get_peers().get(b.self_id) is second[0].pc, 10, "a moved")
+    assert a_first.retired
+    got: asyncio.Queue[object] = asyncio.Queue()
+    b.make_action("x").on_message(lambda d, p, m: got.put_nowait(d))
+    await asyncio.wait_for(a.make_action("x").send("after the timer"), 10)
+    assert a_first.is_closed
+    assert await asyncio.wait_for(got.get(), 5) == "after the timer"
+
+
 async def test_with_a_trystero_peer_the_first_link_is_kept(
     idle_pair: tuple[Room, Room],
 ) -> None:

@@ -13,10 +13,11 @@ aiortc exceptions raised while applying remote SDP are mapped to :class:`Protoco
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from aiortc import RTCConfiguration, RTCDataChannel, RTCPeerConnection, RTCSessionDescription
 from aiortc.sdp import candidate_from_sdp
@@ -92,6 +93,14 @@ class PeerLink:
         self.opened_at: float | None = None
         #: Whether the remote's SDP carried :data:`PEERMESH_SDP_MARKER`.
         self.remote_is_peermesh = False
+        #: Frames sent and received so far (a retiring link is closed once this stops
+        #: moving, see ``SharedLinks``).
+        self.frames = 0
+        #: Set by :meth:`retire`: this side has sent its last data frame here.
+        self.retired = False
+        #: Called when the last :meth:`sending` block exits.
+        self.on_idle: LinkHandler | None = None
+        self._senders = 0
         self._ice_addresses = ice_addresses
         self._on_frame = on_frame
         self._on_open = on_open
@@ -262,22 +271,43 @@ class PeerLink:
     def _on_message(self, data: bytes | str) -> None:
         if self.state is not LinkState.OPEN:
             return
+        self.frames += 1
         if isinstance(data, str):
             logger.debug("%r: dropped a text message (Trystero sends binary only)", self)
             return
         self._on_frame(self, data)
 
+    @contextlib.contextmanager
+    def sending(self) -> Iterator[None]:
+        """Mark a run of :meth:`send` calls that belong together (the frames of one
+        message): while any such block is open the link is not idle, and ``on_idle`` runs
+        when the last one exits."""
+        self._senders += 1
+        try:
+            yield
+        finally:
+            self._senders -= 1
+            if not self._senders and self.on_idle is not None:
+                self.on_idle(self)
+
+    @property
+    def idle(self) -> bool:
+        """Whether no :meth:`sending` block is open."""
+        return not self._senders
+
     async def send(self, frame: bytes) -> None:
         """Send one frame, first waiting while the channel's buffer is above the threshold.
 
-        Raises :class:`PeerUnavailableError` if the link is not open or closes while
-        waiting, and :class:`PeerTimeoutError` if the buffer does not drain for
-        ``SEND_STALL_TIMEOUT`` seconds.
+        Raises :class:`PeerUnavailableError` if the link is not open, has been retired or
+        closes while waiting, and :class:`PeerTimeoutError` if the buffer does not drain
+        for ``SEND_STALL_TIMEOUT`` seconds.
         """
         channel = self._channel
         while True:
             if self.state is not LinkState.OPEN or channel is None:
                 raise PeerUnavailableError(f"connection to {self.remote_id} is closed")
+            if self.retired:
+                raise PeerUnavailableError(f"connection to {self.remote_id} was handed over")
             if channel.bufferedAmount <= BUFFERED_AMOUNT_LOW_THRESHOLD:
                 break
             self._writable.clear()
@@ -287,14 +317,23 @@ class PeerLink:
                 raise PeerTimeoutError(
                     f"{self.remote_id} accepted no data for {SEND_STALL_TIMEOUT:g} s"
                 ) from None
+        self.frames += 1
         channel.send(frame)
 
     def send_nowait(self, frame: bytes) -> bool:
-        """Send a small control frame without waiting; returns False if the link is closed."""
+        """Send a small control frame without waiting (even once retired); returns False if
+        the link is closed."""
         if self.state is not LinkState.OPEN or self._channel is None:
             return False
+        self.frames += 1
         self._channel.send(frame)
         return True
+
+    def retire(self, last_frame: bytes) -> None:
+        """Send ``last_frame``, after which :meth:`send` refuses: only control frames
+        (:meth:`send_nowait`) may follow. See ``SharedLinks`` for the handover."""
+        self.send_nowait(last_frame)
+        self.retired = True
 
     # -- closing ------------------------------------------------------------------------------
 

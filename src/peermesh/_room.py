@@ -154,6 +154,13 @@ class _Member:
     #: Moved from a replaced connection while active: the app already sees the peer, so
     #: passing the handshake again is silent, and failing it is a leave.
     resumed: bool = False
+    #: Our ``@_hsready`` went out: the peer's admits it at once (see ``Room._activate``).
+    ready_sent: bool = False
+    #: While the peer moves to a new connection: its admission there, in progress. This
+    #: member (on the old link) stays in use until the successor is admitted.
+    successor: _Member | None = None
+    #: After a move: the connection the peer moved from, still delivering its last frames.
+    previous: PeerLink | None = None
 
     @property
     def visible(self) -> bool:
@@ -696,14 +703,15 @@ class Room:
         if self._closed:
             raise RoomClosedError(f"{self!r} has been left")
         if target is None:
-            members = [m for m in self._members.values() if m.active]
+            ids = [m.peer_id for m in self._members.values() if m.active]
             strict = False
         else:
             ids = [target] if isinstance(target, str) else list(dict.fromkeys(target))
-            members = [self._active_member(pid) for pid in ids]
+            for peer_id in ids:
+                self._active_member(peer_id)
             strict = True
         results = await asyncio.gather(
-            *(self._send_to(m, message) for m in members), return_exceptions=True
+            *(self._send_to(peer_id, message) for peer_id in ids), return_exceptions=True
         )
         for result in results:
             if isinstance(result, PeerUnavailableError) and not strict:
@@ -728,7 +736,15 @@ class Room:
         )
         await self._send(message, target)
 
-    async def _send_to(self, member: _Member, message: _Outgoing) -> None:
+    async def _send_to(self, peer_id: str, message: _Outgoing) -> None:
+        """Send every chunk of ``message`` to ``peer_id`` over one link. After a move to a
+        new connection, the first send there waits until the old one has delivered what
+        was sent on it, so that messages arrive in the order they were sent."""
+        member = self._active_member(peer_id)
+        if member.previous is not None:
+            await self._shared.delivered(member.previous)
+            member = self._active_member(peer_id)
+        link = member.link
         total = wire.chunk_count(len(message.payload), message.encoded_metadata is not None)
         frames = wire.iter_chunks(
             message.type_field,
@@ -739,15 +755,21 @@ class Room:
             prefix=self._prefix,
         )
         progress = message.on_progress
-        for index, frame in enumerate(frames):
-            await member.link.send(frame)
-            if progress is not None:
-                self._invoke(progress, (index + 1) / total, member.peer_id, message.metadata)
+        with link.sending():
+            for index, frame in enumerate(frames):
+                await link.send(frame)
+                if progress is not None:
+                    self._invoke(progress, (index + 1) / total, peer_id, message.metadata)
 
     # -- membership (called by SharedLinks) ---------------------------------------------------
 
     def has_peer(self, peer_id: str) -> bool:
         return peer_id in self._members
+
+    def uses(self, link: PeerLink) -> bool:
+        """Whether this room sends to ``link``'s peer over ``link``."""
+        member = self._members.get(link.remote_id or "")
+        return member is not None and member.link is link
 
     def attach(self, link: PeerLink) -> None:
         """Bind a link to this room and start the admission handshake with its peer."""
@@ -759,21 +781,26 @@ class Room:
         member.handshake = self._spawn(self._admit(member))
 
     def move_peer(self, peer_id: str, link: PeerLink) -> None:
-        """The connection to ``peer_id`` was replaced by ``link`` (a duplicate that both
-        peers prefer): run the admission handshake again on ``link``, silently for a peer
-        the app already sees. Outstanding pings and requests carry over."""
-        old = self._members.get(peer_id)
-        if old is None or self._closed or not link.is_open:
+        """The connection to ``peer_id`` is being replaced by ``link`` (a duplicate that
+        both peers prefer): run the admission handshake again on ``link``, silently for a
+        peer the app already sees. An active peer keeps using its old link until then (see
+        :meth:`_activate`); a peer still in its handshake starts it again on ``link``.
+        Outstanding pings and requests carry over."""
+        current = self._members.get(peer_id)
+        if current is None or self._closed or not link.is_open or current.link is link:
             return
-        if old.handshake is not None and not old.handshake.done():
-            old.handshake.cancel()
-        if old.active:
-            self._media.peer_gone(peer_id)
-            self._reassembler.drop_peer(peer_id)
-        member = _Member(link=link, peer_id=peer_id, resumed=old.visible, pings=old.pings)
-        self._members[peer_id] = member
-        logger.debug("%r: peer %s moved to a new connection", self, peer_id)
-        member.handshake = self._spawn(self._admit(member))
+        successor = _Member(
+            link=link, peer_id=peer_id, resumed=current.visible, pings=current.pings
+        )
+        if current.active:
+            if current.successor is not None:
+                _cancel(current.successor.handshake)
+            current.successor = successor
+        else:
+            _cancel(current.handshake)
+            self._members[peer_id] = successor
+        logger.debug("%r: moving peer %s to a new connection", self, peer_id)
+        successor.handshake = self._spawn(self._admit(successor))
 
     def peer_gone(self, peer_id: str, reason: str, *, lost: bool = False) -> None:
         """``peer_id`` is no longer in this room: it said so (``lost=False``) or its
@@ -797,12 +824,22 @@ class Room:
         )
 
     def _forget(self, member: _Member, reason: str, *, linger: bool = False) -> None:
-        if self._members.get(member.peer_id) is not member:
+        """Drop the peer ``member`` stands for (a successor that failed its handshake on
+        a new connection takes the peer with it)."""
+        current = self._members.get(member.peer_id)
+        if current is not None and current.successor is member:
+            member = current
+        if current is not member:
             return
         del self._members[member.peer_id]
         self._reassembler.drop_peer(member.peer_id)
-        if member.handshake is not None and not member.handshake.done():
-            member.handshake.cancel()
+        _cancel(member.handshake)
+        successor = member.successor
+        if successor is not None:
+            _cancel(successor.handshake)
+            self._shared.release(successor.link)
+        if member.previous is not None:
+            self._shared.release(member.previous)
         for future in member.pings:
             if not future.done():
                 future.set_exception(PeerUnavailableError(f"{member.peer_id} left: {reason}"))
@@ -826,6 +863,7 @@ class Room:
                 if self.on_peer_handshake is not None:
                     await self._user_handshake(member, self.on_peer_handshake)
                 await member.link.send(self._control_frame(wire.HSREADY))
+                member.ready_sent = True
                 await member.remote_ready.wait()
         except TimeoutError:
             ms = int(self.handshake_timeout * 1000)
@@ -836,10 +874,27 @@ class Room:
         except HandshakeError as exc:
             self._reject(member, str(exc))
             return
-        if self._members.get(member.peer_id) is not member or self._closed:
+        self._activate(member)
+
+    def _activate(self, member: _Member) -> None:
+        """Admit ``member``: both sides sent ``@_hsready``. Runs as soon as the peer's
+        arrives (after ours went out), before any frame that follows it is handled: the
+        peer may send data right behind it. A successor takes over from the member on the
+        old connection, which the shared table then retires."""
+        current = self._members.get(member.peer_id)
+        if member.active or self._closed or current is None:
             return
+        if current is not member:
+            if current.successor is not member:
+                return
+            current.successor = None
+            member.previous = current.link
+            self._members[member.peer_id] = member
+            self._media.peer_gone(member.peer_id)
         member.active = True
         self._media.peer_active(member.peer_id, member.link)
+        if member.previous is not None:
+            self._shared.release(member.previous)
         if member.resumed:
             logger.debug("%r: peer %s active again on its new connection", self, member.peer_id)
             return
@@ -917,11 +972,17 @@ class Room:
     def receive_chunk(
         self, peer_id: str, data: bytes | memoryview, link: PeerLink | None = None
     ) -> None:
-        """A chunk from ``peer_id`` (over ``link``: chunks from a connection the peer was
-        moved away from are dropped)."""
+        """A chunk from ``peer_id`` over ``link``: the peer's connection, the one it is
+        moving to (handshake frames only, until it is admitted there) or the one it moved
+        from (still delivering its last frames); chunks from any other link are dropped."""
         member = self._members.get(peer_id)
-        if member is None or (link is not None and link is not member.link):
+        if member is None:
             return
+        if link is not None and link is not member.link and link is not member.previous:
+            successor = member.successor
+            if successor is None or link is not successor.link:
+                return
+            member = successor
         try:
             chunk = wire.parse_chunk(data)
         except ProtocolError as exc:
@@ -935,6 +996,8 @@ class Room:
             return
         if name == wire.HSREADY:
             member.remote_ready.set()
+            if member.ready_sent:
+                self._activate(member)
             return
         if name == wire.LEAVE:
             self._forget(member, "left the room", linger=True)
@@ -1025,3 +1088,8 @@ class Room:
             return
         if inspect.isawaitable(result):
             self._spawn(result)
+
+
+def _cancel(task: asyncio.Task[Any] | None) -> None:
+    if task is not None and not task.done():
+        task.cancel()

@@ -13,6 +13,16 @@ rooms over it with room frames and presence frames (wire notes §6.1, §6.2, §9
   joined later binds at once;
 * when a link closes, every room bound to it loses that peer; when the last local room
   bound to a link leaves, the link is closed;
+* when a second link to the same peer opens and both sides prefer it (peermesh peers
+  only, see :meth:`SharedLinks._preferred`), the rooms move to it *before* the old one
+  goes: each room re-admits the peer on the new link while it keeps using the old one,
+  then switches; the old link is *retired* — once no room and no message in progress uses
+  it, a handover frame ``DRAINED`` is its last frame, the peer's ``DRAINED`` is answered
+  with ``DRAINED_SEEN``, and it is closed once both ``DRAINED`` frames are delivered
+  (both directions are then empty), or when it carries no frame for :data:`RETIRE_IDLE`
+  seconds after our ``DRAINED``.
+  Rooms receive from both links meanwhile, and a room's first send on the new link waits
+  until the old one is delivered, so nothing is lost or reordered;
 * a *dormant* passive room is not advertised: it gets no presence=1 when it joins or when a
   link opens; :meth:`SharedLinks.set_dormant` sends presence=0 when it goes dormant and
   presence=1 when it wakes (wire notes §9.1, Trystero's ``shouldAdvertise``). A dormant room
@@ -33,7 +43,14 @@ from typing import Protocol
 from aiortc import RTCConfiguration
 
 from ._link import PeerLink
-from ._wire.frames import PresenceFrame, encode_presence_frame, parse_frame
+from ._wire.frames import (
+    HandoverFrame,
+    HandoverSignal,
+    PresenceFrame,
+    encode_handover_frame,
+    encode_presence_frame,
+    parse_frame,
+)
 from .errors import ProtocolError
 
 __all__ = ["LinkCounters", "RoomEndpoint", "SharedLinks", "shared_links"]
@@ -46,6 +63,8 @@ MAX_REMOTE_TOKENS = 256
 SETTLED_AFTER = 2.0
 #: How long a link whose peer sent ``@_leave`` stays open for its presence=0 to arrive.
 LEAVE_LINGER = 1.0
+#: A retiring link that carries no frame for this long is closed, handed over or not.
+RETIRE_IDLE = 10.0
 
 
 class RoomEndpoint(Protocol):
@@ -56,6 +75,7 @@ class RoomEndpoint(Protocol):
     dormant: bool
 
     def has_peer(self, peer_id: str) -> bool: ...
+    def uses(self, link: PeerLink) -> bool: ...
     def attach(self, link: PeerLink) -> None: ...
     def receive_chunk(
         self, peer_id: str, chunk: bytes | memoryview, link: PeerLink | None = None
@@ -75,9 +95,24 @@ class LinkCounters:
 
 
 @dataclass
+class _Retirement:
+    """A link being handed over (see the module docstring)."""
+
+    #: Set once everything we sent on the link is known to have arrived, or it closed.
+    delivered: asyncio.Event = field(default_factory=asyncio.Event)
+    drained_sent: bool = False
+    #: ``link.frames`` when the idle timer last looked.
+    frames_seen: int = -1
+    timer: asyncio.TimerHandle | None = None
+
+
+@dataclass
 class _LinkInfo:
     origin: RoomEndpoint | None
     remote_tokens: set[str] = field(default_factory=set)
+    #: The peer sent ``DRAINED`` here: it will send nothing more on this link.
+    peer_drained: bool = False
+    retirement: _Retirement | None = None
 
 
 class SharedLinks:
@@ -158,6 +193,8 @@ class SharedLinks:
         peer_id = link.remote_id
         if peer_id is not None and not any(r.has_peer(peer_id) for r in self.rooms.values()):
             link.close("no room left on this connection")
+        else:
+            self._retire_step(link)
 
     def _maybe_empty(self) -> None:
         if not self.rooms and not self._info:
@@ -215,14 +252,13 @@ class SharedLinks:
                     self.bind(info.origin, existing)
                 return
             logger.debug("duplicate connection to %s; switching to the new one", remote_id)
-            del self.links[remote_id]
             # The peer makes the same choice (see _preferred) and moves its rooms too: each
             # room re-runs the admission handshake on the new link without the app seeing
-            # the peer leave and join again.
+            # the peer leave and join again, and switches once it passes.
             for room in list(self.rooms.values()):
                 if room.has_peer(remote_id):
                     room.move_peer(remote_id, link)
-            existing.close("duplicate connection")
+            self._retire(existing)
         self.links[remote_id] = link
         for token, room in self.rooms.items():
             if not room.dormant:
@@ -258,8 +294,68 @@ class SharedLinks:
             return first if first_leads else second
         return first if _offerer_fingerprint(first) <= _offerer_fingerprint(second) else second
 
+    # -- handing a link over (see the module docstring) --------------------------------------
+
+    def _retire(self, link: PeerLink) -> None:
+        info = self._info.get(link)
+        if info is None or info.retirement is not None:
+            return
+        info.retirement = _Retirement()
+        link.on_idle = self._retire_step
+        self._retire_step(link)
+
+    def _retire_step(self, link: PeerLink) -> None:
+        """Send ``DRAINED`` once nothing uses ``link``; close it once both sides' are in."""
+        info = self._info.get(link)
+        retirement = info.retirement if info is not None else None
+        if info is None or retirement is None or link.is_closed:
+            return
+        if not retirement.drained_sent:
+            if not link.idle or any(room.uses(link) for room in self.rooms.values()):
+                return
+            retirement.drained_sent = True
+            link.retire(encode_handover_frame(HandoverSignal.DRAINED))
+            self._watch_retiring(link)
+        if retirement.delivered.is_set() and info.peer_drained:
+            link.close("duplicate connection")
+
+    def _watch_retiring(self, link: PeerLink) -> None:
+        """From our ``DRAINED`` on, close ``link`` once it carries no frame for
+        :data:`RETIRE_IDLE` seconds (a peer that never answers must not hold it open)."""
+        info = self._info.get(link)
+        retirement = info.retirement if info is not None else None
+        if retirement is None or link.is_closed:
+            return
+        if link.frames == retirement.frames_seen:
+            logger.debug("%r: no frame for %g s while handing over; closing it", link, RETIRE_IDLE)
+            link.close("duplicate connection")
+            return
+        retirement.frames_seen = link.frames
+        loop = asyncio.get_running_loop()
+        retirement.timer = loop.call_later(RETIRE_IDLE, self._watch_retiring, link)
+
+    async def delivered(self, link: PeerLink) -> None:
+        """Return once everything sent on ``link`` has arrived, if it is being handed over
+        (at once otherwise, or once it closed). Bounded: a retired link that carries no
+        frame for :data:`RETIRE_IDLE` seconds is closed."""
+        info = self._info.get(link)
+        if info is not None and info.retirement is not None:
+            await info.retirement.delivered.wait()
+
+    def _on_handover(self, link: PeerLink, info: _LinkInfo, frame: HandoverFrame) -> None:
+        if frame.signal is HandoverSignal.DRAINED:
+            info.peer_drained = True
+            link.send_nowait(encode_handover_frame(HandoverSignal.DRAINED_SEEN))
+        elif info.retirement is not None and info.retirement.drained_sent:
+            info.retirement.delivered.set()
+        self._retire_step(link)
+
     def _on_close(self, link: PeerLink) -> None:
         info = self._info.pop(link, None)
+        if info is not None and info.retirement is not None:
+            info.retirement.delivered.set()
+            if info.retirement.timer is not None:
+                info.retirement.timer.cancel()
         remote_id = link.remote_id
         if remote_id is not None and self.links.get(remote_id) is link:
             del self.links[remote_id]
@@ -268,6 +364,7 @@ class SharedLinks:
                     room.peer_gone(remote_id, link.close_reason, lost=True)
         elif (
             info is not None
+            and info.retirement is None
             and info.origin is not None
             and link.sdp_exchanged
             and link.close_reason != "duplicate connection"
@@ -285,9 +382,13 @@ class SharedLinks:
             self.counters.malformed_frames += 1
             logger.debug("dropped a malformed frame from %s: %s", remote_id, exc)
             return
+        info = self._info.get(link)
+        if isinstance(frame, HandoverFrame):
+            if info is not None:
+                self._on_handover(link, info, frame)
+            return
         room = self.rooms.get(frame.token)
         if isinstance(frame, PresenceFrame):
-            info = self._info.get(link)
             if info is None:
                 return
             if frame.present:

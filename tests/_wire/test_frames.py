@@ -7,10 +7,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from peermesh._wire.frames import (
+    HANDOVER_FRAME_VERSION,
     PRESENCE_FRAME_VERSION,
     ROOM_FRAME_VERSION,
+    HandoverFrame,
+    HandoverSignal,
     PresenceFrame,
     RoomFrame,
+    encode_handover_frame,
     encode_presence_frame,
     encode_room_frame,
     parse_frame,
@@ -28,6 +32,7 @@ PRESENCE_HEX = "02010040" + TOKEN_HEX
 def test_versions() -> None:
     assert ROOM_FRAME_VERSION == 1
     assert PRESENCE_FRAME_VERSION == 2
+    assert HANDOVER_FRAME_VERSION == 3
 
 
 def test_room_frame_prefix() -> None:
@@ -92,6 +97,13 @@ def test_parse_presence_vector() -> None:
     assert parse_frame(encode_presence_frame(TOKEN, False)) == PresenceFrame(TOKEN, False)
 
 
+@pytest.mark.parametrize("signal", list(HandoverSignal))
+def test_handover_frame(signal: HandoverSignal) -> None:
+    frame = encode_handover_frame(signal)
+    assert frame == bytes((3, signal.value))
+    assert parse_frame(frame) == HandoverFrame(signal)
+
+
 def test_parse_presence_ignores_trailing_bytes() -> None:
     assert parse_frame(encode_presence_frame("abc", True) + b"zz") == PresenceFrame("abc", True)
 
@@ -101,7 +113,7 @@ def test_parse_presence_ignores_trailing_bytes() -> None:
     [
         (b"", "empty"),
         (b"\x00\x00\x01a", "version"),
-        (b"\x03\x00\x01a", "version"),
+        (b"\x04\x00\x01a", "version"),
         (b"\xff", "version"),
         (b"{", "version"),  # a text/JSON message is not a frame
         (b"\x01", "truncated"),
@@ -119,6 +131,10 @@ def test_parse_presence_ignores_trailing_bytes() -> None:
         (b"\x02\x01\x00\x00", "empty token"),
         (b"\x02\x01\x00\x03ab", "past the end"),
         (b"\x02\x01\x00\x01\xff", "ASCII"),
+        (b"\x03", "handover"),
+        (b"\x03\x00", "handover"),
+        (b"\x03\x03", "handover"),
+        (b"\x03\x01\x00", "handover"),  # exactly two bytes
     ],
 )
 def test_parse_frame_rejects(data: bytes, match: str) -> None:
@@ -161,14 +177,17 @@ def test_presence_frame_round_trip(token: str, present: bool) -> None:
 @settings(max_examples=400)
 @given(
     st.binary(max_size=80)
-    | st.tuples(st.sampled_from([b"\x01", b"\x02", b"\x02\x01", b"\x02\x00"]), st.binary()).map(
-        lambda t: t[0] + t[1]
-    )
+    | st.tuples(
+        st.sampled_from([b"\x01", b"\x02", b"\x02\x01", b"\x02\x00", b"\x03"]), st.binary()
+    ).map(lambda t: t[0] + t[1])
 )
 def test_parse_frame_only_raises_protocol_error(data: bytes) -> None:
     try:
         frame = parse_frame(data)
     except ProtocolError:
+        return
+    if isinstance(frame, HandoverFrame):
+        assert data == encode_handover_frame(frame.signal)
         return
     assert isinstance(frame, RoomFrame | PresenceFrame)
     assert frame.token

@@ -8,6 +8,16 @@ Presence frame::
 
     0x02 | 0x01 present / 0x00 left | token length N (uint16 BE, > 0) | N bytes token
 
+Handover frame (peermesh only; Trystero drops a message whose first byte is not 1 or 2)::
+
+    0x03 | 0x01 drained / 0x02 drained-seen
+
+A peer that moves its rooms from one connection to a newer one to the same peer (see
+``peermesh._shared``) sends *drained* on the old connection after the last frame it will
+ever send there, and answers the other side's *drained* with *drained-seen*. Both
+directions of the old connection are then known to be delivered, and it can be closed
+without losing anything.
+
 Senders build the room-frame prefix once per room (:func:`room_frame_prefix`) and prepend
 it to each chunk, or pass it to :func:`peermesh._wire.actions.iter_chunks` so that each
 chunk is assembled with a single copy.
@@ -15,17 +25,22 @@ chunk is assembled with a single copy.
 
 from __future__ import annotations
 
+import enum
 import struct
 from dataclasses import dataclass
 
 from peermesh.errors import ProtocolError, UsageError
 
 __all__ = [
+    "HANDOVER_FRAME_VERSION",
     "MAX_TOKEN_LENGTH",
     "PRESENCE_FRAME_VERSION",
     "ROOM_FRAME_VERSION",
+    "HandoverFrame",
+    "HandoverSignal",
     "PresenceFrame",
     "RoomFrame",
+    "encode_handover_frame",
     "encode_presence_frame",
     "encode_room_frame",
     "parse_frame",
@@ -34,6 +49,7 @@ __all__ = [
 
 ROOM_FRAME_VERSION = 1
 PRESENCE_FRAME_VERSION = 2
+HANDOVER_FRAME_VERSION = 3
 MAX_TOKEN_LENGTH = 0xFFFF
 """Longest token the 16-bit length field can describe."""
 
@@ -55,6 +71,25 @@ class PresenceFrame:
 
     token: str
     present: bool
+
+
+class HandoverSignal(enum.IntEnum):
+    """What a handover frame says about the connection it travels on."""
+
+    #: The sender will send nothing more on this connection.
+    DRAINED = 1
+    #: The sender received the other side's ``DRAINED``.
+    DRAINED_SEEN = 2
+
+
+_HANDOVER_SIGNALS = frozenset(int(signal) for signal in HandoverSignal)
+
+
+@dataclass(frozen=True, slots=True)
+class HandoverFrame:
+    """A handover frame (peermesh peers only): see the module docstring."""
+
+    signal: HandoverSignal
 
 
 def _token_bytes(token: str) -> bytes:
@@ -88,6 +123,11 @@ def encode_presence_frame(token: str, present: bool) -> bytes:
     return _PRESENCE_HEAD.pack(PRESENCE_FRAME_VERSION, int(bool(present)), len(raw)) + raw
 
 
+def encode_handover_frame(signal: HandoverSignal) -> bytes:
+    """A handover frame carrying ``signal``."""
+    return bytes((HANDOVER_FRAME_VERSION, signal))
+
+
 def _decode_token(raw: memoryview) -> str:
     try:
         return str(raw, "ascii")
@@ -95,7 +135,9 @@ def _decode_token(raw: memoryview) -> str:
         raise ProtocolError("room token is not ASCII") from None
 
 
-def parse_frame(data: bytes | bytearray | memoryview) -> RoomFrame | PresenceFrame:
+def parse_frame(
+    data: bytes | bytearray | memoryview,
+) -> RoomFrame | PresenceFrame | HandoverFrame:
     """Parse one data-channel message.
 
     For a :class:`RoomFrame`, ``chunk`` is a zero-copy ``memoryview`` slice of ``data`` when
@@ -106,8 +148,8 @@ def parse_frame(data: bytes | bytearray | memoryview) -> RoomFrame | PresenceFra
 
     Raises :class:`ProtocolError` for: empty data, an unknown version byte, a header shorter
     than its fixed part, a token length of 0 or beyond the end of ``data``, a non-ASCII
-    token, and a presence flag other than 0 or 1 (Trystero reads any other value as 0;
-    we reject it).
+    token, a presence flag other than 0 or 1 (Trystero reads any other value as 0;
+    we reject it), and a handover frame that is not exactly two bytes with a known signal.
     """
     if isinstance(data, bytearray):
         data = bytes(data)
@@ -140,4 +182,8 @@ def parse_frame(data: bytes | bytearray | memoryview) -> RoomFrame | PresenceFra
         if end > size:
             raise ProtocolError("presence frame token runs past the end of the message")
         return PresenceFrame(_decode_token(view[4:end]), flag == 1)
+    if version == HANDOVER_FRAME_VERSION:
+        if size != 2 or view[1] not in _HANDOVER_SIGNALS:
+            raise ProtocolError("malformed handover frame")
+        return HandoverFrame(HandoverSignal(view[1]))
     raise ProtocolError(f"unknown frame version byte {version}")
