@@ -1,7 +1,8 @@
 """peermesh._datapath: aiortc's SCTP with delayed SACKs, the in-order fast paths, the DTLS
-demultiplexing shortcut and direct DTLS record handling — whole messages arrive intact,
-also over a lossy, reordering path, fewer SACK packets are sent than DATA packets
-received, and the socket buffers and record fast path really are in use."""
+demultiplexing shortcut, direct DTLS record handling and segmented sends — whole messages
+arrive intact, also over a lossy, reordering path, fewer SACK packets are sent than DATA
+packets received, segmented sends keep every datagram and its order, and the socket
+buffers, record fast path and segmented sends really are in use."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import gc
 import hashlib
 import os
 import socket
+import sys
 from pathlib import Path
 from typing import TypeVar
 
@@ -180,3 +182,69 @@ async def test_a_truncated_sack_from_the_peer_is_dropped(join: JoinFactory) -> N
         await transport._handle_data(sctp_packet(transport, chunk))
     await transfer(a, b, [100_000])
     assert await a.ping(b.self_id) > 0
+
+
+async def datagram_pair() -> tuple[asyncio.DatagramTransport, socket.socket]:
+    """A datagram transport on 127.0.0.1 of the running loop, and a socket it can send to."""
+    receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    receiver.bind(("127.0.0.1", 0))
+    receiver.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
+    receiver.settimeout(2)
+    loop = asyncio.get_running_loop()
+    transport, _ = await loop.create_datagram_endpoint(
+        asyncio.DatagramProtocol, local_addr=("127.0.0.1", 0)
+    )
+    return transport, receiver
+
+
+def receive_all(receiver: socket.socket, count: int) -> list[bytes]:
+    return [receiver.recv(65536) for _ in range(count)]
+
+
+#: Runs of equal sizes, a shorter one ending a run, single ones, and a run longer than
+#: one segmented send may carry.
+MIXED_SIZES = [1200] * 5 + [700] + [1200] * 3 + [90, 90, 1250, 40] + [1000] * 150 + [1]
+
+
+async def test_segmented_sends_keep_every_datagram_and_its_order(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(_datapath._Segmenter, "sends", 0)
+    monkeypatch.setattr(_datapath._Segmenter, "datagrams", 0)
+    transport, receiver = await datagram_pair()
+    datagrams = [bytes([i % 256]) * size for i, size in enumerate(MIXED_SIZES)]
+    try:
+        _datapath._send_now(transport, receiver.getsockname(), datagrams)
+        assert receive_all(receiver, len(datagrams)) == datagrams
+    finally:
+        transport.close()
+        receiver.close()
+    if _datapath._Segmenter.enabled:  # Linux 4.18+: runs left in few system calls
+        assert _datapath._Segmenter.datagrams >= len(datagrams) - 4
+        assert _datapath._Segmenter.sends <= 8
+
+
+async def test_a_kernel_that_refuses_segmented_sends_gets_them_one_by_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(_datapath._Segmenter, "enabled", True)
+    monkeypatch.setattr(_datapath, "UDP_SEGMENT", 0x7FFF)  # an option no kernel knows
+    transport, receiver = await datagram_pair()
+    datagrams = [bytes([i % 256]) * size for i, size in enumerate(MIXED_SIZES)]
+    try:
+        _datapath._send_now(transport, receiver.getsockname(), datagrams)
+        assert receive_all(receiver, len(datagrams)) == datagrams
+    finally:
+        transport.close()
+        receiver.close()
+    assert not _datapath._Segmenter.enabled  # and later sends do not try again
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="UDP_SEGMENT is Linux-only")
+async def test_a_transfer_uses_segmented_sends(join: JoinFactory) -> None:
+    assert _datapath._Segmenter.enabled
+    a, b = await connected_pair(join)
+    before = _datapath._Segmenter.datagrams
+    await transfer(a, b, [2 * 1024 * 1024])
+    # 2 MiB is about 1900 DATA packets: most of them left in runs, several per call.
+    assert _datapath._Segmenter.datagrams - before > 1000

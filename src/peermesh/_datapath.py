@@ -27,6 +27,13 @@ replacements keep the behaviour on the wire and make the common case cheap:
   to the nominated ICE pair's socket instead of through three coroutine layers. The
   handshake, its retransmissions and every error path stay aiortc's; SRTP is handled as
   aiortc does.
+* **Segmented sends.** A system call per datagram costs about as much as all the Python
+  work for it. The datagrams one event-loop step produces (a congestion window of DATA,
+  a burst of SACKs) are sent at the end of that step, and on Linux each run of
+  equal-sized ones leaves in a single ``sendmsg`` with ``UDP_SEGMENT`` (generic
+  segmentation offload, kernel 4.18+): the kernel cuts it into the very same datagrams,
+  so nothing changes on the wire. Where the kernel refuses, or the socket is full, the
+  datagrams go through the transport's ``sendto`` one by one, in order.
 * **SACK processing.** aiortc scans the whole in-flight queue for chunks to retransmit
   before every transmission, and restarts the T3 timer (a cancelled and a new timer
   handle) for every SACK. The scan runs only while some chunk is marked for
@@ -56,8 +63,11 @@ they do not (another aiortc version), it leaves everything as it was and logs wh
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
+import socket
 import struct
+import sys
 import time
 from typing import Any
 
@@ -470,6 +480,67 @@ def _patch_sctp_sender(transport: Any, sctp: Any) -> None:
 
 #: Largest datagram read from or written to OpenSSL's memory BIOs (aiortc uses the same).
 DATAGRAM_MAX = 1500
+#: ``UDP_SEGMENT`` from <netinet/udp.h> (Linux), the socket option of segmented sends.
+UDP_SEGMENT = 103
+#: Most datagrams and bytes in one segmented send (the kernel's UDP_MAX_SEGMENTS is 64,
+#: or 128 from Linux 6.6; the total must fit one IP packet before segmentation).
+SEGMENTS_MAX = 64
+SEGMENTED_BYTES_MAX = 65000
+
+
+class _Segmenter:
+    """Whether segmented sends work here: tried on Linux, off for good after the first
+    refusal that is not a full socket buffer."""
+
+    enabled = sys.platform == "linux"
+    #: Segmented ``sendmsg`` calls made, and the datagrams they carried (for tests).
+    sends = 0
+    datagrams = 0
+
+
+def _send_now(transport: Any, addr: Any, datagrams: list[bytes]) -> None:
+    """Send ``datagrams`` to ``addr`` in order: runs of equal size in one segmented
+    ``sendmsg`` each (see the module docstring), singles with ``sendto``, straight on the
+    transport's socket while its own buffer is empty; whatever cannot go that way goes
+    through ``transport.sendto``, which queues it behind anything already queued."""
+    start = 0
+    count = len(datagrams)
+    raw = transport.get_extra_info("socket")
+    if (
+        _Segmenter.enabled
+        and count > 1
+        and raw is not None
+        and not transport.is_closing()
+        and not transport.get_write_buffer_size()
+    ):
+        sock = socket.socket(raw.family, socket.SOCK_DGRAM, 0, raw.fileno())
+        try:
+            while start < count:
+                size = len(datagrams[start])
+                limit = min(count, start + SEGMENTS_MAX, start + SEGMENTED_BYTES_MAX // size)
+                end = start + 1
+                while end < limit and len(datagrams[end]) == size:
+                    end += 1
+                if end < limit and len(datagrams[end]) < size:
+                    end += 1  # a shorter datagram may end a run
+                if end - start == 1:
+                    sock.sendto(datagrams[start], addr)
+                else:
+                    option = [(socket.SOL_UDP, UDP_SEGMENT, struct.pack("=H", size))]
+                    sock.sendmsg([b"".join(datagrams[start:end])], option, 0, addr)
+                    _Segmenter.sends += 1
+                    _Segmenter.datagrams += end - start
+                start = end
+        except (BlockingIOError, InterruptedError):
+            pass  # the socket is full: the transport queues the rest
+        except OSError as exc:
+            if exc.errno not in (errno.ENOBUFS, errno.EAGAIN):
+                _Segmenter.enabled = False
+                logger.debug("segmented UDP sends refused (%s); sending one by one", exc)
+        finally:
+            sock.detach()
+    for datagram in datagrams[start:]:
+        transport.sendto(datagram, addr)
 
 
 class _DtlsRecords:
@@ -479,7 +550,17 @@ class _DtlsRecords:
     for every datagram and their contents copied out at once.
     """
 
-    __slots__ = ("connection", "ffi", "incoming", "lib", "outgoing", "read_buffer", "ssl")
+    __slots__ = (
+        "connection",
+        "ffi",
+        "incoming",
+        "lib",
+        "loop",
+        "outgoing",
+        "read_buffer",
+        "ssl",
+        "unsent",
+    )
 
     def __init__(self, lib: Any, ffi: Any, ssl_connection: Any, ice_connection: Any) -> None:
         self.lib = lib
@@ -489,6 +570,8 @@ class _DtlsRecords:
         self.outgoing = ssl_connection._from_ssl
         self.connection = ice_connection
         self.read_buffer = ffi.new("char[]", DATAGRAM_MAX)
+        self.loop = asyncio.get_running_loop()
+        self.unsent: list[bytes] = []
 
     def records(self, datagram: bytes) -> tuple[list[bytes], bool]:
         """Feed one datagram to OpenSSL; return its plaintext records, and whether the
@@ -524,11 +607,20 @@ class _DtlsRecords:
         return datagrams
 
     def send(self, datagram: bytes) -> None:
-        """Send one datagram on the nominated pair (what aioice's ``send`` ends in)."""
+        """Queue one datagram for the nominated pair (what aioice's ``send`` ends in); the
+        queue goes out at the end of this event-loop step (:meth:`send_unsent`)."""
+        if not self.unsent:
+            self.loop.call_soon(self.send_unsent)
+        self.unsent.append(datagram)
+
+    def send_unsent(self) -> None:
+        datagrams, self.unsent = self.unsent, []
         pair = self.connection._nominated.get(1)
-        if pair is None:
-            raise ConnectionError("Cannot send data, not connected")
-        pair.protocol.transport.sendto(datagram, pair.remote_addr)
+        if pair is None or pair.protocol.transport is None:
+            # aioice would raise; aiortc drops such errors (SCTP retransmits, or is closing).
+            logger.debug("dropped %d datagrams: not connected", len(datagrams))
+            return
+        _send_now(pair.protocol.transport, pair.remote_addr, datagrams)
 
 
 def _patch_dtls(dtls: Any, current_ms: Any, lib: Any, ffi: Any) -> None:
