@@ -184,8 +184,15 @@ async def test_a_truncated_sack_from_the_peer_is_dropped(join: JoinFactory) -> N
     assert await a.ping(b.self_id) > 0
 
 
-async def datagram_pair() -> tuple[asyncio.DatagramTransport, socket.socket]:
-    """A datagram transport on 127.0.0.1 of the running loop, and a socket it can send to."""
+#: Runs of equal sizes, a shorter one ending a run, single ones, and a run longer than
+#: one segmented send may carry.
+MIXED_SIZES = [1200] * 5 + [700] + [1200] * 3 + [90, 90, 1250, 40] + [1000] * 150 + [1]
+MIXED = [bytes([i % 256]) * size for i, size in enumerate(MIXED_SIZES)]
+
+
+async def send_now_and_receive(datagrams: list[bytes]) -> list[bytes]:
+    """``_send_now`` the datagrams from a transport of the running loop on 127.0.0.1 to a
+    plain socket; return what that socket receives, datagram by datagram."""
     receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     receiver.bind(("127.0.0.1", 0))
     receiver.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
@@ -194,16 +201,12 @@ async def datagram_pair() -> tuple[asyncio.DatagramTransport, socket.socket]:
     transport, _ = await loop.create_datagram_endpoint(
         asyncio.DatagramProtocol, local_addr=("127.0.0.1", 0)
     )
-    return transport, receiver
-
-
-def receive_all(receiver: socket.socket, count: int) -> list[bytes]:
-    return [receiver.recv(65536) for _ in range(count)]
-
-
-#: Runs of equal sizes, a shorter one ending a run, single ones, and a run longer than
-#: one segmented send may carry.
-MIXED_SIZES = [1200] * 5 + [700] + [1200] * 3 + [90, 90, 1250, 40] + [1000] * 150 + [1]
+    try:
+        _datapath._send_now(transport, receiver.getsockname(), datagrams)
+        return [receiver.recv(65536) for _ in datagrams]
+    finally:
+        transport.close()
+        receiver.close()
 
 
 async def test_segmented_sends_keep_every_datagram_and_its_order(
@@ -211,16 +214,9 @@ async def test_segmented_sends_keep_every_datagram_and_its_order(
 ) -> None:
     monkeypatch.setattr(_datapath._Segmenter, "sends", 0)
     monkeypatch.setattr(_datapath._Segmenter, "datagrams", 0)
-    transport, receiver = await datagram_pair()
-    datagrams = [bytes([i % 256]) * size for i, size in enumerate(MIXED_SIZES)]
-    try:
-        _datapath._send_now(transport, receiver.getsockname(), datagrams)
-        assert receive_all(receiver, len(datagrams)) == datagrams
-    finally:
-        transport.close()
-        receiver.close()
+    assert await send_now_and_receive(MIXED) == MIXED
     if _datapath._Segmenter.enabled:  # Linux 4.18+: runs left in few system calls
-        assert _datapath._Segmenter.datagrams >= len(datagrams) - 4
+        assert _datapath._Segmenter.datagrams >= len(MIXED) - 4
         assert _datapath._Segmenter.sends <= 8
 
 
@@ -229,14 +225,7 @@ async def test_a_kernel_that_refuses_segmented_sends_gets_them_one_by_one(
 ) -> None:
     monkeypatch.setattr(_datapath._Segmenter, "enabled", True)
     monkeypatch.setattr(_datapath, "UDP_SEGMENT", 0x7FFF)  # an option no kernel knows
-    transport, receiver = await datagram_pair()
-    datagrams = [bytes([i % 256]) * size for i, size in enumerate(MIXED_SIZES)]
-    try:
-        _datapath._send_now(transport, receiver.getsockname(), datagrams)
-        assert receive_all(receiver, len(datagrams)) == datagrams
-    finally:
-        transport.close()
-        receiver.close()
+    assert await send_now_and_receive(MIXED) == MIXED
     assert not _datapath._Segmenter.enabled  # and later sends do not try again
 
 
