@@ -4,14 +4,17 @@ exchanged, and back-pressure on the data channel's ``bufferedAmount``."""
 from __future__ import annotations
 
 import asyncio
+import datetime
 import time
 from collections.abc import AsyncIterator
 
 import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from OpenSSL import SSL
 
-from peermesh import JoinErrorEvent, PeerUnavailableError
-from peermesh._link import BUFFERED_AMOUNT_LOW_THRESHOLD, LinkState, PeerLink
+from peermesh import JoinErrorEvent, PeerUnavailableError, _link
+from peermesh._link import BUFFERED_AMOUNT_LOW_THRESHOLD, DtlsCertificate, LinkState, PeerLink
+from peermesh._shared import SharedLinks
 from peermesh.errors import ProtocolError
 from tests.rooms import JoinFactory, eventually
 
@@ -27,7 +30,13 @@ class Recorder:
         self.opened: list[PeerLink] = []
         self.closed: list[tuple[PeerLink, str]] = []
 
-    def link(self, *, initiator: bool, connect_timeout: float = 23.333) -> PeerLink:
+    def link(
+        self,
+        *,
+        initiator: bool,
+        connect_timeout: float = 23.333,
+        certificate: DtlsCertificate | None = None,
+    ) -> PeerLink:
         return PeerLink(
             initiator=initiator,
             configuration=CONFIG,
@@ -36,6 +45,7 @@ class Recorder:
             on_open=self.opened.append,
             on_close=lambda link: self.closed.append((link, link.close_reason)),
             connect_timeout=connect_timeout,
+            certificate=certificate,
         )
 
 
@@ -57,9 +67,11 @@ async def remote_offer() -> tuple[RTCPeerConnection, str]:
     return pc, pc.localDescription.sdp
 
 
-async def open_pair(links: list[PeerLink]) -> tuple[PeerLink, PeerLink, Recorder, Recorder]:
+async def open_pair(
+    links: list[PeerLink], *, certificate: DtlsCertificate | None = None
+) -> tuple[PeerLink, PeerLink, Recorder, Recorder]:
     near, far = Recorder(), Recorder()
-    a = near.link(initiator=True)
+    a = near.link(initiator=True, certificate=certificate)
     b = far.link(initiator=False)
     links += [a, b]
     await a.accept_answer(await b.accept_offer(await a.create_offer()))
@@ -249,3 +261,56 @@ async def test_remote_close_closes_the_link_once(links: list[PeerLink]) -> None:
     assert len(near.closed) == 1
     assert a.is_closed
     assert far.closed == [(b, "going away")]
+
+
+# -- DTLS certificate --------------------------------------------------------------------
+
+
+def sdp_fingerprints(link: PeerLink) -> set[str]:
+    sdp = link.pc.localDescription.sdp
+    return {line for line in sdp.splitlines() if line.startswith("a=fingerprint:")}
+
+
+def ssl_context(link: PeerLink) -> SSL.Context:
+    sctp = link.pc.sctp
+    assert sctp is not None
+    ssl = sctp.transport._ssl
+    assert ssl is not None
+    return ssl.get_context()
+
+
+async def test_links_given_one_certificate_share_its_key_and_openssl_context(
+    links: list[PeerLink],
+) -> None:
+    certificate = DtlsCertificate.generateCertificate()
+    first, first_far, _, far = await open_pair(links, certificate=certificate)
+    second, _, _, _ = await open_pair(links, certificate=certificate)
+    own, _, _, _ = await open_pair(links)
+
+    expected = {f"a=fingerprint:{f.algorithm} {f.value}" for f in certificate.getFingerprints()}
+    assert sdp_fingerprints(first) == sdp_fingerprints(second)
+    assert sdp_fingerprints(first) & expected
+    assert not sdp_fingerprints(own) & expected
+    context = ssl_context(first)
+    assert ssl_context(second) is context
+    assert ssl_context(own) is not context
+    assert ssl_context(first_far) is not context
+    assert context.get_session_cache_mode() == SSL.SESS_CACHE_OFF
+    first.send_nowait(b"over the shared key")
+    await eventually(lambda: far.frames == [b"over the shared key"], 5, "frame delivered")
+
+
+def test_an_identity_uses_one_certificate_until_it_is_due_for_renewal(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    table = SharedLinks("a" * 20, "app", lambda _table: None)
+    certificate = table.certificate()
+    assert table.certificate() is certificate
+    assert SharedLinks("b" * 20, "app", lambda _table: None).certificate() is not certificate
+    assert certificate.expires - datetime.datetime.now(datetime.UTC) > _link.CERTIFICATE_RENEWAL
+    # aiortc's certificates last 30 days: renewing 31 days ahead makes every one due.
+    monkeypatch.setattr(_link, "CERTIFICATE_RENEWAL", datetime.timedelta(days=31))
+    assert certificate.renewal_due
+    renewed = table.certificate()
+    assert renewed is not certificate
+    assert renewed.getFingerprints() != certificate.getFingerprints()

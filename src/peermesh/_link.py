@@ -14,19 +14,36 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import enum
 import logging
 import time
 from collections.abc import Callable, Iterator
 
-from aiortc import RTCConfiguration, RTCDataChannel, RTCPeerConnection, RTCSessionDescription
+from aiortc import (
+    RTCCertificate,
+    RTCConfiguration,
+    RTCDataChannel,
+    RTCPeerConnection,
+    RTCSessionDescription,
+)
+from aiortc.rtcdtlstransport import SRTPProtectionProfile
 from aiortc.sdp import candidate_from_sdp
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
+from OpenSSL import SSL
 
 from . import _datapath
 from ._ice import host_addresses
 from .errors import PeerTimeoutError, PeerUnavailableError, ProtocolError
 
-__all__ = ["BUFFERED_AMOUNT_LOW_THRESHOLD", "LinkState", "PeerLink", "wait_links_closed"]
+__all__ = [
+    "BUFFERED_AMOUNT_LOW_THRESHOLD",
+    "DtlsCertificate",
+    "LinkState",
+    "PeerLink",
+    "wait_links_closed",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +67,43 @@ MAX_EARLY_CANDIDATES = 32
 PEERMESH_SDP_MARKER = "a=x-peermesh:keyed-duplicates"
 
 
+#: A shared certificate is replaced this long before it expires (aiortc's last 30 days).
+CERTIFICATE_RENEWAL = datetime.timedelta(days=1)
+
+
+class DtlsCertificate(RTCCertificate):
+    """One DTLS key pair and certificate for many connections of one local identity.
+
+    aiortc makes a fresh key, certificate and OpenSSL context for every connection (about
+    23 KiB and a key generation each); WebRTC allows one certificate for many connections
+    (``RTCConfiguration.certificates``), as long as each peer sees its fingerprint in the
+    SDP, which it does. The OpenSSL context is made once per set of SRTP profiles, with the
+    server-side session cache off: nothing resumes a DTLS session in WebRTC, and a shared
+    context would otherwise keep every session it ever accepted.
+
+    Make one with :meth:`generateCertificate`; :attr:`renewal_due` says when to replace it.
+    """
+
+    def __init__(self, key: ec.EllipticCurvePrivateKey, cert: x509.Certificate) -> None:
+        super().__init__(key=key, cert=cert)
+        self._contexts: dict[tuple[bytes, ...], SSL.Context] = {}
+
+    @property
+    def renewal_due(self) -> bool:
+        """Whether the certificate expires within :data:`CERTIFICATE_RENEWAL`."""
+        now = datetime.datetime.now(datetime.UTC)
+        return self.expires - now < CERTIFICATE_RENEWAL
+
+    def _create_ssl_context(self, srtp_profiles: list[SRTPProtectionProfile]) -> SSL.Context:
+        profiles = tuple(profile.openssl_profile for profile in srtp_profiles)
+        context = self._contexts.get(profiles)
+        if context is None:
+            context = super()._create_ssl_context(srtp_profiles)
+            context.set_session_cache_mode(SSL.SESS_CACHE_OFF)
+            self._contexts[profiles] = context
+        return context
+
+
 class LinkState(enum.Enum):
     NEW = "new"
     CONNECTING = "connecting"
@@ -66,7 +120,8 @@ class PeerLink:
 
     Create it with ``initiator=True`` to make an offer (:meth:`create_offer`, then
     :meth:`accept_answer`) or ``initiator=False`` to answer one (:meth:`accept_offer`).
-    ``remote_id`` may be unknown when an offer is made (trackers) and set later.
+    ``remote_id`` may be unknown when an offer is made (trackers) and set later. Without a
+    ``certificate`` the connection makes its own (aiortc's default).
     """
 
     def __init__(
@@ -80,6 +135,7 @@ class PeerLink:
         on_close: LinkHandler,
         remote_id: str | None = None,
         connect_timeout: float = CONNECT_TIMEOUT,
+        certificate: DtlsCertificate | None = None,
     ) -> None:
         self.initiator = initiator
         self.remote_id = remote_id
@@ -114,6 +170,14 @@ class PeerLink:
         self._close_task: asyncio.Task[None] | None = None
         self._early_candidates: list[dict[str, object]] = []
         self.pc = RTCPeerConnection(configuration)
+        if certificate is not None:
+            # aiortc has no public way to pass certificates; it reads this list when the
+            # first transceiver or channel is made, which is after this line.
+            certificates = "_RTCPeerConnection__certificates"
+            if isinstance(getattr(self.pc, certificates, None), list):
+                setattr(self.pc, certificates, [certificate])
+            else:
+                logger.debug("aiortc keeps no certificate list here: own certificate used")
         self.pc.on("connectionstatechange", self._on_connection_state)
         if not initiator:
             self.pc.on("datachannel", self._attach_channel)

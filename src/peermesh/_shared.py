@@ -42,7 +42,7 @@ from typing import Protocol
 
 from aiortc import RTCConfiguration
 
-from ._link import PeerLink
+from ._link import DtlsCertificate, PeerLink
 from ._wire.frames import (
     HandoverFrame,
     HandoverSignal,
@@ -126,6 +126,7 @@ class SharedLinks:
         self.counters = LinkCounters()
         self._info: dict[PeerLink, _LinkInfo] = {}
         self._on_empty = on_empty
+        self._certificate: DtlsCertificate | None = None
 
     # -- rooms ------------------------------------------------------------------------------
 
@@ -225,9 +226,17 @@ class SharedLinks:
             on_open=self._on_open,
             on_close=self._on_close,
             remote_id=remote_id,
+            certificate=self.certificate(),
         )
         self._info[link] = _LinkInfo(origin=origin)
         return link
+
+    def certificate(self) -> DtlsCertificate:
+        """The DTLS certificate of this identity's new links: one for all of them (another
+        local identity, even of the same process, has its own), renewed before it expires."""
+        if self._certificate is None or self._certificate.renewal_due:
+            self._certificate = DtlsCertificate.generateCertificate()
+        return self._certificate
 
     def bind(self, room: RoomEndpoint, link: PeerLink) -> None:
         """Bind ``room`` onto an existing open link (a signal arrived from a peer we are
