@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 import subprocess
+import sys
 
 import pytest
 
 from peermesh.cli import main
+from peermesh.cli._app import event_loop_factory
 from peermesh.cli._arguments import bounded_float, bounded_int, port_number, positive_float
+from peermesh.cli._output import CliError
 
 from ._run import CONSOLE_SCRIPT, PEERMESH, run_peermesh
 
@@ -93,3 +96,36 @@ def test_argument_parsers() -> None:
     ]:
         with pytest.raises(argparse.ArgumentTypeError):
             parse(text)
+
+
+#: A command that ends at once without a network: ``relays`` on a port nothing listens on.
+QUICK_COMMAND = (
+    "relays",
+    "--strategy",
+    "relay",
+    "--relay-url",
+    "ws://127.0.0.1:1",
+    "--wait",
+    "0.1",
+)
+
+
+@pytest.mark.parametrize(
+    ("choice", "loop_module"), [("asyncio", "asyncio.unix_events"), ("uvloop", "uvloop")]
+)
+def test_event_loop_option_picks_the_loop(choice: str, loop_module: str) -> None:
+    pytest.importorskip("uvloop", reason="make test installs peermesh[fast]")
+    result = run_peermesh("-vv", "--event-loop", choice, *QUICK_COMMAND)
+    assert f"event loop: {loop_module}" in result.stderr, result.stderr
+
+
+def test_event_loop_auto_is_uvloop_when_installed_else_asyncio(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    uvloop = pytest.importorskip("uvloop", reason="make test installs peermesh[fast]")
+    assert event_loop_factory("auto") is uvloop.new_event_loop
+    assert event_loop_factory("asyncio") is None
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # import uvloop now raises ImportError
+    assert event_loop_factory("auto") is None
+    with pytest.raises(CliError, match="uvloop is not installed"):
+        event_loop_factory("uvloop")

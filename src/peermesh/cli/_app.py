@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
+import logging
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, Protocol, TypeAlias, cast
 
@@ -26,7 +27,9 @@ from ._output import (
     print_error,
 )
 
-__all__ = ["COMMAND_MODULES", "build_parser", "run_cli"]
+__all__ = ["COMMAND_MODULES", "LOOP_CHOICES", "build_parser", "event_loop_factory", "run_cli"]
+
+logger = logging.getLogger(__name__)
 
 Handler = Callable[[argparse.Namespace], Coroutine[Any, Any, int]]
 SubParsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
@@ -41,6 +44,30 @@ class CommandModule(Protocol):
 #: Subcommand modules, in the order ``--help`` lists them (relative to this package).
 COMMAND_MODULES: tuple[str, ...] = ("._tracker", "._relay", "._relays", "._stream", "._demo")
 
+#: ``--event-loop`` values: ``auto`` is uvloop when it is installed, else asyncio's own loop.
+LOOP_CHOICES: tuple[str, ...] = ("auto", "asyncio", "uvloop")
+_LOOP_HELP = (
+    "event loop: uvloop (pip install 'peermesh[fast]'; about 1.6x the data throughput), "
+    "asyncio, or auto, the first one installed (default)"
+)
+
+
+def event_loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The loop factory for ``asyncio.Runner`` that ``--event-loop choice`` asks for; None means
+    asyncio's default loop. Raises :class:`CliError` if ``uvloop`` is asked for and not
+    installed."""
+    if choice == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        if choice == "uvloop":
+            raise CliError(
+                "--event-loop uvloop: uvloop is not installed (pip install uvloop)"
+            ) from None
+        return None
+    return uvloop.new_event_loop
+
 
 def _common_options() -> argparse.ArgumentParser:
     """Options every subcommand accepts after its name as well as before it.
@@ -54,6 +81,9 @@ def _common_options() -> argparse.ArgumentParser:
         action="count",
         default=argparse.SUPPRESS,
         help="log peermesh activity to stderr (-vv: debug detail)",
+    )
+    common.add_argument(
+        "--event-loop", choices=LOOP_CHOICES, default=argparse.SUPPRESS, help=_LOOP_HELP
     )
     return common
 
@@ -73,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         help="log peermesh activity to stderr (-vv: debug detail)",
     )
+    parser.add_argument("--event-loop", choices=LOOP_CHOICES, default="auto", help=_LOOP_HELP)
     subparsers = parser.add_subparsers(
         title="commands", dest="command", metavar="COMMAND", required=True
     )
@@ -98,7 +129,9 @@ def run_cli(argv: Sequence[str] | None = None) -> int:
     configure_logging(args.verbose)
     handler = cast(Handler, args.handler)
     try:
-        return asyncio.run(handler(args))
+        with asyncio.Runner(loop_factory=event_loop_factory(args.event_loop)) as runner:
+            logger.debug("event loop: %s", type(runner.get_loop()).__module__)
+            return runner.run(handler(args))
     except (CliError, PeermeshError) as exc:
         print_error(str(exc))
         return EXIT_FAILURE

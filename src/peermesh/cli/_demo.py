@@ -204,8 +204,11 @@ class PeerProcess:
         ]
 
     @classmethod
-    async def spawn(cls, name: str, on_event: EventHandler, verbose: int) -> PeerProcess:
-        """Start ``python -m peermesh.cli._demo_peer`` with pipes for all three streams."""
+    async def spawn(
+        cls, name: str, on_event: EventHandler, verbose: int, loop: str = "auto"
+    ) -> PeerProcess:
+        """Start ``python -m peermesh.cli._demo_peer`` with pipes for all three streams, on
+        event loop ``loop`` (an ``--event-loop`` choice)."""
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -214,6 +217,8 @@ class PeerProcess:
             name,
             "--verbose",
             str(verbose),
+            "--event-loop",
+            loop,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
@@ -338,9 +343,11 @@ class Demo:
         *,
         verbose: int = 0,
         timeouts: DemoTimeouts | None = None,
+        loop: str = "auto",
     ) -> None:
         self.size = size
         self.verbose = verbose
+        self.loop = loop
         self.timeouts = timeouts or DemoTimeouts()
         self.names = [f"peer-{index}" for index in range(1, peers + 1)]
         self.results = DemoResults(peer_names=list(self.names), file_size=size)
@@ -395,7 +402,7 @@ class Demo:
         # exists; the slow part, importing aiortc, then runs in all of them at once.
         for name in self.names:
             try:
-                process = await PeerProcess.spawn(name, self._on_event, self.verbose)
+                process = await PeerProcess.spawn(name, self._on_event, self.verbose, self.loop)
             except OSError as exc:
                 raise DemoFailure(f"could not start {name}: {exc}") from None
             self.processes.append(process)
@@ -696,7 +703,9 @@ async def run_demo(args: argparse.Namespace) -> int:
 
     Ctrl-C or SIGTERM stop it cleanly (peer processes included) with status 130.
     """
-    demo = Demo(args.peers, max(1, int(args.size_mib * MIB)), verbose=args.verbose)
+    demo = Demo(
+        args.peers, max(1, int(args.size_mib * MIB)), verbose=args.verbose, loop=args.event_loop
+    )
     body = asyncio.create_task(demo.run())
     stop = asyncio.create_task(wait_for_stop_signal())
     try:

@@ -31,6 +31,7 @@ import peermesh
 from peermesh import Action, JoinErrorEvent, Room
 from peermesh.torrent import join_room
 
+from ._app import LOOP_CHOICES, event_loop_factory
 from ._demo_protocol import (
     PROGRESS_INTERVAL,
     Message,
@@ -313,6 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m peermesh.cli._demo_peer")
     parser.add_argument("--name", required=True, help="display name, e.g. peer-1")
     parser.add_argument("--verbose", type=int, default=0, help="0 warnings, 1 info, 2 debug")
+    parser.add_argument("--event-loop", choices=LOOP_CHOICES, default="auto", help="event loop")
     args = parser.parse_args(argv)
     with contextlib.suppress(ValueError, OSError, AttributeError):
         signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -323,7 +325,8 @@ def main(argv: list[str] | None = None) -> int:
     package_logger.addHandler(handler)
     package_logger.setLevel(level)
     package_logger.propagate = False
-    return asyncio.run(serve(args.name))
+    with asyncio.Runner(loop_factory=event_loop_factory(args.event_loop)) as runner:
+        return runner.run(serve(args.name))
 
 
 if __name__ == "__main__":
