@@ -22,6 +22,7 @@ import peermesh.nostr
 import peermesh.relay
 from peermesh import RelayState, Room
 from peermesh._link import wait_links_closed
+from peermesh._signalling import topic as topic_signalling
 from peermesh._signalling.topic import (
     MAX_EARLY_KEYS,
     MAX_PENDING_LINKS,
@@ -237,21 +238,25 @@ class Rogue:
         ]
 
     async def handle(self, ws: ServerConnection) -> None:
-        flood: asyncio.Task[None] | None = None
+        tasks: list[asyncio.Task[None]] = []
         try:
             # (The client drops us for the oversize frame: ConnectionClosed ends the loop.)
             with contextlib.suppress(ConnectionClosed):
                 async for message in ws:
                     frame = json.loads(message)
                     if frame.get("type") == "subscribe":
+                        # Every topic gets its junk as soon as it is subscribed: the victim
+                        # looks at it before the flood below fills its slots (then signals
+                        # wait, and the oldest are dropped).
                         self.subscribed.add(frame["topic"])
-                        if flood is None:
-                            flood = asyncio.ensure_future(self.flood(ws))
+                        tasks.append(asyncio.ensure_future(self.send_junk(ws, frame["topic"])))
+                        if len(tasks) == 1:
+                            tasks.append(asyncio.ensure_future(self.flood(ws)))
                     elif frame.get("type") == "publish" and frame["topic"] in self.announced:
                         await self.answer_badly(ws, frame)
         finally:
-            if flood is not None:
-                flood.cancel()
+            for task in tasks:
+                task.cancel()
 
     async def answer_badly(self, ws: ServerConnection, frame: dict[str, Any]) -> None:
         """An offer to a made-up id gets an answer with that offer's id, the right key and
@@ -272,13 +277,15 @@ class Rogue:
         self.announced[self_topic(APP, ROOM, fake)] = fake
         return json.dumps({"topic": self.root, "payload": encode_announce(fake)})
 
+    async def send_junk(self, ws: ServerConnection, topic: str) -> None:
+        for _ in range(3):
+            for text in self.junk(topic):
+                await ws.send(text)
+                self.flooded += 1
+
     async def flood(self, ws: ServerConnection) -> None:
         await asyncio.sleep(0.05)  # let every subscription of the connection arrive
         for _ in range(10):
-            for topic in list(self.subscribed):
-                for text in self.junk(topic):
-                    await ws.send(text)
-                    self.flooded += 1
             # A high-rate flood of valid-looking announcements from random peer ids.
             for _ in range(200):
                 await ws.send(self.announce())
@@ -289,7 +296,11 @@ class Rogue:
             await ws.send("[" + "0," * 200_000 + "0]")
 
 
-async def test_a_rogue_relay_cannot_stop_peers_meeting_or_grow_memory(join: Join) -> None:
+async def test_a_rogue_relay_cannot_stop_peers_meeting_or_grow_memory(
+    join: Join, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The flood's offers are never answered: they may be evicted after 1 s (not 10).
+    monkeypatch.setattr(topic_signalling, "EVICT_AFTER", 1.0)
     a_id, b_id = peer_ids(2, "r")
     rogue = Rogue([a_id, b_id])
     async with (
@@ -376,3 +387,23 @@ async def test_a_rogue_relay_cannot_stop_peers_meeting_or_grow_memory(join: Join
         assert sa._offers == {}
         assert sa._answers == {}
         assert sa._early == {}
+
+
+# -- 5. a swarm larger than the caps ----------------------------------------------------------
+
+
+async def test_a_swarm_larger_than_the_caps_meets_without_waiting_for_announcements(
+    join: Join, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Two task and two connection slots for six peers joining at once: most signals find
+    # them taken. The announcement burst ends after 2.1 s and the next is a minute away, so
+    # the peers meet in time only if the signals that waited are handled as slots free up.
+    monkeypatch.setattr(topic_signalling, "MAX_TASKS", 2)
+    monkeypatch.setattr(topic_signalling, "MAX_PENDING_LINKS", 2)
+    async with await serve_relay(port=0) as relay:
+        rooms = await asyncio.gather(*(join("relay", i, [relay.url]) for i in peer_ids(6, "s")))
+        await meet(*rooms, timeout=25)
+    counters = [signaller(room).counters for room in rooms]
+    assert sum(c.deferred for c in counters) > 0
+    assert sum(c.dropped_busy for c in counters) == 0
+    assert sum(c.evicted_offers for c in counters) == 0  # nobody waited 10 s for an answer

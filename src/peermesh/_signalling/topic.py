@@ -28,7 +28,11 @@ pool of pre-made offers Trystero keeps would only hold sockets open for nothing.
 progress and connections being set up are capped (:data:`MAX_TASKS`,
 :data:`MAX_PENDING_LINKS`), and each relay gets an equal share of both caps: a relay that
 floods announcements from made-up peer ids evicts only its own offers and cannot lock out
-the peers another relay brings. Our SDP
+the peers another relay brings. A signal that finds its relay's share in use is *deferred*
+(at most :data:`MAX_DEFERRED`, for :data:`DEFERRED_TTL` seconds) and handled as slots free
+up, so a swarm larger than the caps meets at once rather than at the next announcement a
+minute later; an offer nobody answered for :data:`EVICT_AFTER` seconds gives its slot to a
+deferred signal (a flood's offers to made-up peers never get answered). Our SDP
 carries every candidate inline; we never trickle our own. Malformed signals are dropped,
 logged at DEBUG and counted; undecryptable offers and answers are join errors, as in
 Trystero.
@@ -40,6 +44,7 @@ import asyncio
 import json
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -77,19 +82,29 @@ OFFER_TTL = 57.333
 MAX_TASKS = 32
 #: Connections being set up at once (each relay gets an equal share).
 MAX_PENDING_LINKS = 32
+#: Signals waiting for a free task or connection slot (each relay gets an equal share; the
+#: oldest is dropped when full).
+MAX_DEFERRED = 256
+#: A deferred signal is dropped after this long (the peer's next announcement finds it).
+DEFERRED_TTL = 20.0
+#: Deferred signals are looked at this often while any wait.
+DEFERRED_RETRY = 0.05
+#: An offer unanswered this long may be closed to make room for another peer.
+EVICT_AFTER = 10.0
 MAX_EARLY_KEYS = 64
 MAX_EARLY_PER_KEY = 16
 
 
 @dataclass
 class SignalCounters:
-    """Signals a room dropped, per room and strategy."""
+    """Signals a room dropped (or, ``deferred``, kept for later), per room and strategy."""
 
     malformed: int = 0
     undecryptable: int = 0
     unusable: int = 0
     dropped_busy: int = 0
     evicted_offers: int = 0
+    deferred: int = 0
 
 
 @dataclass(eq=False)
@@ -144,6 +159,8 @@ class TopicSignaller:
         self._offer_locks: dict[str, _OfferLock] = {}
         self._creating: dict[TopicRelay, int] = dict.fromkeys(relays, 0)
         self._tasks: dict[asyncio.Task[None], TopicRelay] = {}
+        self._deferred: dict[TopicRelay, deque[tuple[float, Signal]]] = {r: deque() for r in relays}
+        self._retrying: asyncio.Task[None] | None = None
         self._closed = False
         self._self_subscribed = False
 
@@ -180,9 +197,12 @@ class TopicSignaller:
             passive_room(self.room).close()
         for unregister in self._unready:
             unregister()
-        for task in [*self._loops.values(), *self._tasks]:
+        retrying = [] if self._retrying is None else [self._retrying]
+        for task in [*self._loops.values(), *self._tasks, *retrying]:
             task.cancel()
-        await asyncio.gather(*self._loops.values(), *self._tasks, return_exceptions=True)
+        await asyncio.gather(*self._loops.values(), *self._tasks, *retrying, return_exceptions=True)
+        for waiting in self._deferred.values():
+            waiting.clear()
         for relay, handler in self._handlers.items():
             if self._self_subscribed:
                 relay.unsubscribe(self.self_topic, handler)
@@ -244,7 +264,7 @@ class TopicSignaller:
         self._loops.clear()
 
     def has_active_work(self) -> bool:
-        if any(self._creating.values()):
+        if any(self._creating.values()) or any(self._deferred.values()):
             return True
         now = time.monotonic()
         for offer in self._offers.values():
@@ -287,13 +307,23 @@ class TopicSignaller:
                     return  # could not wake (the room is being left)
         if signal.kind is not SignalKind.ANNOUNCE and topic != self.self_topic:
             return  # offers, answers and candidates are addressed to our self topic
+        if self._bound_to_live_link(signal):
+            return
+        if self._free_tasks(relay) > 0:
+            self._handle(relay, signal)
+        else:
+            self._defer(relay, signal)
+
+    def _bound_to_live_link(self, signal: Signal) -> bool:
+        """Whether we are connected to the signal's sender already (then this room is bound
+        onto that connection and the signal needs nothing more)."""
         live = self.room._shared.live_link(signal.peer_id)
         if live is not None:
             self.room._shared.bind(self.room, live)
-            return
-        if sum(r is relay for r in self._tasks.values()) >= self._share(MAX_TASKS):
-            self.counters.dropped_busy += 1
-            return
+        return live is not None
+
+    def _handle(self, relay: TopicRelay, signal: Signal) -> None:
+        """Handle ``signal`` in a task (the caller checked that ``relay`` has one free)."""
         handle = {
             SignalKind.ANNOUNCE: self._on_announce,
             SignalKind.OFFER: self._on_offer,
@@ -307,6 +337,66 @@ class TopicSignaller:
     def _share(self, cap: int) -> int:
         """Each relay's part of ``cap``."""
         return max(1, cap // len(self.relays))
+
+    def _free_tasks(self, relay: TopicRelay) -> int:
+        return self._share(MAX_TASKS) - sum(r is relay for r in self._tasks.values())
+
+    def _needs_link(self, signal: Signal) -> bool:
+        """Whether handling ``signal`` sets up a connection: an offer, or an announcement
+        that we, the leader, answer with an offer."""
+        if signal.kind is SignalKind.OFFER:
+            return True
+        return signal.kind is SignalKind.ANNOUNCE and self.room.self_id < signal.peer_id
+
+    # -- deferred signals -----------------------------------------------------------------------
+
+    def _defer(self, relay: TopicRelay, signal: Signal) -> None:
+        """Keep ``signal`` until ``relay`` has a free slot for it (see the module docstring)."""
+        waiting = self._deferred[relay]
+        if len(waiting) >= self._share(MAX_DEFERRED):
+            waiting.popleft()
+            self.counters.dropped_busy += 1
+        waiting.append((time.monotonic(), signal))
+        self.counters.deferred += 1
+        if self._retrying is None and not self._closed:
+            self._retrying = asyncio.ensure_future(self._retry_deferred())
+
+    async def _retry_deferred(self) -> None:
+        try:
+            while any(self._deferred.values()):
+                await asyncio.sleep(DEFERRED_RETRY)
+                for relay in self.relays:
+                    self._release_deferred(relay)
+        finally:
+            self._retrying = None
+
+    def _release_deferred(self, relay: TopicRelay) -> None:
+        """Handle, oldest first, the deferred signals of ``relay`` that have a slot now; keep
+        the rest in order, drop those older than :data:`DEFERRED_TTL`."""
+        waiting = self._deferred[relay]
+        if not waiting:
+            return
+        tasks = self._free_tasks(relay)
+        links = self._share(MAX_PENDING_LINKS) - self._pending_links(relay)
+        stale_before = time.monotonic() - DEFERRED_TTL
+        kept: list[tuple[float, Signal]] = []
+        while waiting:
+            deferred_at, signal = waiting.popleft()
+            if deferred_at < stale_before:
+                self.counters.dropped_busy += 1
+                continue
+            if self._bound_to_live_link(signal):
+                continue
+            needs_link = self._needs_link(signal)
+            if needs_link and links <= 0 and tasks > 0 and self._evict_offer(relay):
+                links += 1
+            if tasks <= 0 or (needs_link and links <= 0):
+                kept.append((deferred_at, signal))
+                continue
+            tasks -= 1
+            links -= needs_link
+            self._handle(relay, signal)
+        waiting.extend(kept)
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
         self._tasks.pop(task, None)
@@ -343,11 +433,15 @@ class TopicSignaller:
         return self._pending_links(relay) < self._share(MAX_PENDING_LINKS)
 
     def _evict_offer(self, relay: TopicRelay) -> bool:
-        """Make room by dropping ``relay``'s oldest offer nobody answered: peers that
-        announce and never answer (made-up ids from a hostile relay) must not lock real
-        peers out."""
+        """Make room by dropping ``relay``'s oldest offer nobody answered for
+        :data:`EVICT_AFTER` seconds: peers that announce and never answer (made-up ids from
+        a hostile relay) must not lock real peers out, and peers merely slow to answer (a
+        swarm joining at once) must not lose their offer to the next announcement."""
+        old = time.monotonic() - EVICT_AFTER
         unanswered = [
-            (o.created, p) for p, o in self._offers.items() if not o.answered and o.relay is relay
+            (o.created, p)
+            for p, o in self._offers.items()
+            if not o.answered and o.relay is relay and o.created < old
         ]
         if not unanswered:
             return False
@@ -394,7 +488,7 @@ class TopicSignaller:
                     offer = None
                 if offer is None:
                     if not self._has_room(relay) and not self._evict_offer(relay):
-                        self.counters.dropped_busy += 1
+                        self._defer(relay, signal)
                         return
                     self._creating[relay] += 1
                     try:
@@ -437,7 +531,7 @@ class TopicSignaller:
             room._join_error("incorrect room password when decrypting offer", peer_id)
             return
         if not self._has_room(relay):
-            self.counters.dropped_busy += 1
+            self._defer(relay, signal)
             return
         link = self._new_link(initiator=False, remote_id=peer_id)
         entry = self._answers[peer_id] = _Answer(signal.offer_id, link, relay)
