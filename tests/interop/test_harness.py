@@ -124,7 +124,9 @@ async def test_polyfill_selftest(js_peer_factory: Any) -> None:
     assert r["remoteThreshold"] == 0
     assert r["waits"] > 0
     assert r["maxBuffered"] > 65535
-    assert r["propertyHandlerCalls"] == r["waits"]
+    # One event per wait, plus one more when the last send left the buffer above the
+    # threshold (it drains after the loop, with nobody waiting).
+    assert r["waits"] <= r["propertyHandlerCalls"] <= r["waits"] + 1
     assert r["transferMs"] < 8000
 
 
