@@ -13,7 +13,7 @@ import asyncio
 import importlib
 import logging
 from collections.abc import Callable, Coroutine, Sequence
-from typing import Any, Protocol, TypeAlias, cast
+from typing import Any, Protocol, TypeAlias, TypeVar, cast
 
 import peermesh
 from peermesh.errors import PeermeshError
@@ -27,10 +27,18 @@ from ._output import (
     print_error,
 )
 
-__all__ = ["COMMAND_MODULES", "LOOP_CHOICES", "build_parser", "event_loop_factory", "run_cli"]
+__all__ = [
+    "COMMAND_MODULES",
+    "LOOP_CHOICES",
+    "build_parser",
+    "event_loop_factory",
+    "run_cli",
+    "run_on_loop",
+]
 
 logger = logging.getLogger(__name__)
 
+T = TypeVar("T")
 Handler = Callable[[argparse.Namespace], Coroutine[Any, Any, int]]
 SubParsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
@@ -67,6 +75,14 @@ def event_loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] |
             ) from None
         return None
     return uvloop.new_event_loop
+
+
+def run_on_loop(choice: str, main: Coroutine[Any, Any, T]) -> T:
+    """Run ``main`` to completion on the event loop ``--event-loop choice`` asks for (as
+    ``asyncio.run`` does, Ctrl-C included); raises what :func:`event_loop_factory` raises."""
+    with asyncio.Runner(loop_factory=event_loop_factory(choice)) as runner:
+        logger.debug("event loop: %s", type(runner.get_loop()).__module__)
+        return runner.run(main)
 
 
 def _common_options() -> argparse.ArgumentParser:
@@ -129,9 +145,7 @@ def run_cli(argv: Sequence[str] | None = None) -> int:
     configure_logging(args.verbose)
     handler = cast(Handler, args.handler)
     try:
-        with asyncio.Runner(loop_factory=event_loop_factory(args.event_loop)) as runner:
-            logger.debug("event loop: %s", type(runner.get_loop()).__module__)
-            return runner.run(handler(args))
+        return run_on_loop(args.event_loop, handler(args))
     except (CliError, PeermeshError) as exc:
         print_error(str(exc))
         return EXIT_FAILURE

@@ -31,7 +31,7 @@ import peermesh
 from peermesh import Action, JoinErrorEvent, Room
 from peermesh.torrent import join_room
 
-from ._app import LOOP_CHOICES, event_loop_factory
+from ._app import LOOP_CHOICES, run_on_loop
 from ._demo_protocol import (
     PROGRESS_INTERVAL,
     Message,
@@ -325,8 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     package_logger.addHandler(handler)
     package_logger.setLevel(level)
     package_logger.propagate = False
-    with asyncio.Runner(loop_factory=event_loop_factory(args.event_loop)) as runner:
-        return runner.run(serve(args.name))
+    return run_on_loop(args.event_loop, serve(args.name))
 
 
 if __name__ == "__main__":
