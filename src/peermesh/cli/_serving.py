@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import errno
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -30,9 +31,15 @@ async def serve_until_stopped(
     except OSError as exc:
         raise _bind_error(exc, f"{host}:{port}") from None
     async with server:
-        stdout.print(f"{kind} listening on {server.url}", soft_wrap=True)
-        stdout.print("press Ctrl-C to stop", style="dim")
-        await wait_for_stop_signal()
+        # The handlers go in before the URL is printed: whoever reads it may stop us at once.
+        stop = asyncio.ensure_future(wait_for_stop_signal())
+        try:
+            await asyncio.sleep(0)  # the task runs up to its wait: the handlers are in
+            stdout.print(f"{kind} listening on {server.url}", soft_wrap=True)
+            stdout.print("press Ctrl-C to stop", style="dim")
+            await stop
+        finally:
+            stop.cancel()
         summary = tally(server)
     stdout.print(f"{kind} stopped ({summary})", soft_wrap=True)
     return EXIT_OK
