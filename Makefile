@@ -7,13 +7,13 @@ NODE_DIR   := tests/interop
 NODE_STAMP := $(NODE_DIR)/node_modules/.installed
 ISOLATED   := scripts/isolated
 
-.PHONY: demo test lint bench venv node mosquitto clean
+.PHONY: demo test lint bench venv node mosquitto chromium clean
 
 demo: $(PY_STAMP)
 	$(ISOLATED) $(BIN)/peermesh demo
 
 # pytest exits 5 when it collects nothing; that is not a failure of the suite's code.
-test: $(PY_STAMP) $(NODE_STAMP) mosquitto
+test: $(PY_STAMP) $(NODE_STAMP) mosquitto chromium
 	$(ISOLATED) $(BIN)/pytest $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
 lint: $(PY_STAMP)
@@ -31,6 +31,11 @@ node: $(NODE_STAMP)
 mosquitto:
 	@command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto)
+
+# The browser interop tests run Trystero in Debian's Chromium (tests/interop/browserpeer.mjs).
+chromium:
+	@command -v chromium >/dev/null || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
 
 $(PY_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)

@@ -227,12 +227,18 @@ class PeerLink:
         """Renegotiation: set ``offer`` as the local description, or without one an
         implicit offer (state ``stable``) or answer (state ``have-remote-offer``); gather
         only the allowed host addresses and return the complete SDP. Raises
-        :class:`PeerUnavailableError` once the link is closed."""
+        :class:`PeerUnavailableError` once the link is closed and :class:`ProtocolError`
+        when aiortc cannot set the description (the caller rolls back)."""
         if self.state is LinkState.CLOSED:
             raise PeerUnavailableError(f"connection to {self.remote_id} is closed")
         description = None if offer is None else RTCSessionDescription(sdp=offer, type="offer")
-        with host_addresses(self._ice_addresses):
-            await self.pc.setLocalDescription(description)
+        try:
+            with host_addresses(self._ice_addresses):
+                await self.pc.setLocalDescription(description)
+        except Exception as exc:  # aiortc raises InvalidStateError, ValueError, ...
+            if self.is_closed:
+                raise PeerUnavailableError(f"connection to {self.remote_id} is closed") from exc
+            raise ProtocolError(f"could not set the local description: {exc!r}") from exc
         return _marked(self.pc.localDescription.sdp)
 
     async def apply_remote(self, sdp: str, kind: str) -> None:

@@ -30,13 +30,20 @@ Trystero's fixed roles (the link's original offerer is *impolite*, the answerer 
 3. On a collision the impolite side ignores the remote offer; the polite side discards
    its own offer with :func:`emulate_rollback` (aiortc's private state, checked), applies
    the remote one and answers; its own changes are still pending, so it offers again
-   after. An offer that gets no answer within :data:`RENEGOTIATION_TIMEOUT` is rolled
-   back the same way and retried, at most :data:`MAX_OFFER_RETRIES` times in a row.
-4. aiortc has no ``removeTrack`` and never ends a remote track: removing is
+   after.
+4. A renegotiation that fails never leaves the connection half-changed: an offer that gets
+   no answer within :data:`RENEGOTIATION_TIMEOUT` is rolled back the same way (and not
+   sent again as it was: its changes go out with the next renegotiation); a remote offer or
+   answer aiortc cannot apply is undone (:class:`TransceiverState`) and our offer rolled
+   back. Each failure is logged once, at WARNING; the data channel is never touched.
+5. Offers keep the header-extension ids and payload types the peer uses, and otherwise
+   number them as libwebrtc does (:mod:`peermesh._wire.rtp_numbering`): a browser drops
+   the connection when an offer rebinds one of its ids.
+6. aiortc has no ``removeTrack`` and never ends a remote track: removing is
    ``replaceTrack(None)`` plus a direction without "send"; on the receiving side a
    section that stops sending ends its track here (``recv()`` raises
    ``MediaStreamError``, the track emits ``"ended"``) and removes it from its stream.
-5. aiortc gives every sender one connection-wide msid stream id and reuses any idle
+7. aiortc gives every sender one connection-wide msid stream id and reuses any idle
    transceiver on ``addTrack``; we set each sender's msid to its :class:`MediaStream`'s id
    and reuse only transceivers that never sent, as browsers do.
 
@@ -63,6 +70,7 @@ from aiortc.mediastreams import MediaStreamError
 from ._events import PeerStream, PeerTrack
 from ._wire import media as wire
 from ._wire.actions import encode_payload
+from ._wire.rtp_numbering import RtpNumbering
 from .errors import (
     PeerTimeoutError,
     PeerUnavailableError,
@@ -96,10 +104,9 @@ MAX_PENDING_METAS = 64
 MAX_REMEMBERED = 256
 #: Incoming ``@_signal`` messages waiting to be applied, per connection.
 MAX_SIGNAL_BACKLOG = 64
-#: An offer with no answer after this long is rolled back and made again.
+#: An offer with no answer after this long is rolled back; its changes go out with the
+#: next renegotiation (see :meth:`LinkMedia._roll_back_unanswered`).
 RENEGOTIATION_TIMEOUT = 10.0
-#: Offers in a row that may time out before we stop retrying until the next change.
-MAX_OFFER_RETRIES = 3
 #: Longest accepted stream id in a remote ``a=msid`` line.
 _MAX_STREAM_ID = 256
 
@@ -143,14 +150,79 @@ def emulate_rollback(pc: Any) -> bool:
     return True
 
 
-async def create_offer(pc: Any) -> str:
-    """``pc.createOffer()``, keeping what is already negotiated.
+class TransceiverState:
+    """What aiortc's ``setRemoteDescription`` may have changed when it fails: it assigns
+    mids, creates transceivers and sets their codecs while it walks the m-sections, then
+    raises at the first it cannot take (``OperationError`` for a section without a common
+    codec), leaving the connection half-changed. That walk runs without yielding to the
+    event loop, so a state taken right before the call and restored after a failure undoes
+    exactly what the call did. Raises :class:`RuntimeError` if aiortc's internals are not
+    as expected (another aiortc version)."""
+
+    _PREFIX = "_RTCPeerConnection__"
+
+    def __init__(self, pc: Any) -> None:
+        try:
+            self._transceivers: list[Any] = getattr(pc, self._PREFIX + "transceivers")
+            self._seen_mids: set[str] = getattr(pc, self._PREFIX + "seenMids")
+        except AttributeError as exc:
+            raise RuntimeError(f"unsupported aiortc internals: {exc}") from exc
+        self._pc = pc
+        self._list = list(self._transceivers)
+        self._mids = set(self._seen_mids)
+        self._fields = [
+            (
+                t,
+                t.mid,
+                t._get_mline_index(),
+                list(t._codecs),
+                list(t._headerExtensions),
+                t._offerDirection,
+                t.receiver._track,
+            )
+            for t in self._transceivers
+        ]
+
+    def restore(self) -> None:
+        """Put the transceivers, their mids and codecs back as they were."""
+        self._transceivers[:] = self._list
+        self._seen_mids.clear()
+        self._seen_mids.update(self._mids)
+        for t, mid, index, codecs, extensions, direction, track in self._fields:
+            t._set_mid(mid)
+            t._set_mline_index(index)
+            t._codecs = codecs
+            t._headerExtensions = extensions
+            t._offerDirection = direction
+            t.receiver._track = track
+
+
+def emulate_remote_rollback(pc: Any) -> bool:
+    """Discard ``pc``'s pending remote offer (state ``have-remote-offer``), as a rollback
+    would in a browser; see :func:`emulate_rollback` (and :class:`TransceiverState` for
+    the transceivers). Returns ``False`` and changes nothing in another state."""
+    if pc.signalingState != "have-remote-offer":
+        return False
+    prefix = "_RTCPeerConnection__"
+    try:
+        set_state = getattr(pc, prefix + "setSignalingState")
+        getattr(pc, prefix + "pendingRemoteDescription")
+    except AttributeError as exc:
+        raise RuntimeError(f"unsupported aiortc internals: {exc}") from exc
+    setattr(pc, prefix + "pendingRemoteDescription", None)
+    set_state("stable")
+    return True
+
+
+async def create_offer(pc: Any, numbering: RtpNumbering) -> str:
+    """``pc.createOffer()``, keeping what is already negotiated and numbering the rest the
+    way the remote does (:mod:`peermesh._wire.rtp_numbering`).
 
     aiortc builds every offer from its default codec list, with its own payload types and
-    header extension ids, even for m-sections the remote's offer negotiated with other
-    numbers. libwebrtc rejects such an offer (in a BUNDLE group one payload type then names
-    two codecs: "Failed to set remote audio description send parameters"). Sections that
-    are already negotiated keep their negotiated codecs and extensions here, as JSEP asks.
+    header-extension ids, even for m-sections the remote's offer negotiated with other
+    numbers. Sections that are already negotiated keep their negotiated codecs and
+    extensions here, as JSEP asks; new ones are renumbered by ``numbering``. The
+    transceivers are given the same numbers, which RTP then uses.
     """
     from aiortc import sdp
 
@@ -160,8 +232,6 @@ async def create_offer(pc: Any) -> str:
         if t.mid is not None and t._codecs
     }
     offer = await pc.createOffer()
-    if not negotiated:
-        return str(offer.sdp)
     description = sdp.SessionDescription.parse(offer.sdp)
     description.type = "offer"
     for media in description.media:
@@ -175,9 +245,13 @@ async def create_offer(pc: Any) -> str:
         if not any(codec.mimeType.lower().endswith("/rtx") for codec in codecs):
             media.ssrc = media.ssrc[:1]
             media.ssrc_group = []
+    numbering.number_offer(description, set(negotiated))
     for transceiver in pc.getTransceivers():
-        if transceiver.mid in negotiated:
-            transceiver._codecs, transceiver._headerExtensions = negotiated[transceiver.mid]
+        index = transceiver._get_mline_index()  # createOffer gives every transceiver one
+        if index is not None and description.media[index].kind == transceiver.kind:
+            section = description.media[index]
+            transceiver._codecs = list(section.rtp.codecs)
+            transceiver._headerExtensions = list(section.rtp.headerExtensions)
     return str(description)
 
 
@@ -343,7 +417,8 @@ class LinkMedia:
         self._offer_wanted = False
         self._offer_timed_out = False
         self._offer_timer: asyncio.TimerHandle | None = None
-        self._timeouts = 0
+        #: Header-extension ids and payload types the remote uses, kept in our offers.
+        self.numbering = RtpNumbering()
         #: Trystero's shared media cache: remote stream/track by key or id, once announced.
         self.remembered_streams: OrderedDict[str, MediaStream] = OrderedDict()
         self.remembered_tracks: OrderedDict[str, tuple[MediaStreamTrack, MediaStream]] = (
@@ -466,7 +541,6 @@ class LinkMedia:
 
     def _changed(self) -> None:
         self._tracker.changed()
-        self._timeouts = 0
         self._want_offer()
 
     # -- the signalling worker ----------------------------------------------------------------
@@ -532,7 +606,12 @@ class LinkMedia:
         if not self._rooms or not self._tracker.needs_offer(pc.signalingState):
             return
         self._tracker.offer_made()
-        sdp = await self.link.describe_local(await create_offer(pc))
+        try:
+            sdp = await self.link.describe_local(await create_offer(pc, self.numbering))
+        except ProtocolError as exc:
+            emulate_rollback(pc)
+            self._failed(f"could not make an offer: {exc}")
+            return
         await self._send_signal(wire.SignalType.OFFER, sdp)
         loop = asyncio.get_running_loop()
         self._offer_timer = loop.call_later(RENEGOTIATION_TIMEOUT, self._offer_expired)
@@ -543,11 +622,19 @@ class LinkMedia:
         self._run()
 
     def _roll_back_unanswered(self) -> None:
+        """Our offer got no answer: the peer could not apply it (a browser says why only
+        in its own console) or dropped it. Sending it again would fail the same way, so it
+        is rolled back and its changes stay pending: they go out with the next local change,
+        or after the peer's next offer."""
         if emulate_rollback(self.link.pc):
-            self._timeouts += 1
-            logger.info("%r: no answer to our media offer; rolled it back", self)
-            if self._timeouts < MAX_OFFER_RETRIES:
-                self._offer_wanted = True
+            self._failed(
+                f"no answer to our media offer within {RENEGOTIATION_TIMEOUT:g} s "
+                "(the peer could not apply it)"
+            )
+
+    def _failed(self, reason: str) -> None:
+        """A renegotiation failed and was rolled back; the data channel is unaffected."""
+        logger.warning("%r: media renegotiation failed, rolled back: %s", self, reason)
 
     def _stop_offer_timer(self) -> None:
         if self._offer_timer is not None:
@@ -562,11 +649,16 @@ class LinkMedia:
                 logger.debug("%r: dropped a renegotiation candidate: %s", self, exc)
             return
         pc = self.link.pc
+        has_media = wire.has_media_codecs(signal.sdp)
+        if has_media:
+            # Also an offer ignored below: its author rolls it back to take ours, but a
+            # browser keeps the numbers it chose (see peermesh._wire.rtp_numbering).
+            self.numbering.observe(signal.sdp)
         step = wire.decide(
             signal.type,
             polite=self.polite,
             signaling_state=pc.signalingState,
-            has_media=wire.has_media_codecs(signal.sdp),
+            has_media=has_media,
         )
         logger.debug("%r: remote %s -> %s", self, signal.type.value, step.value)
         if step is wire.Step.IGNORE:
@@ -574,17 +666,30 @@ class LinkMedia:
         if step is wire.Step.ROLLBACK_THEN_APPLY_OFFER:
             self._stop_offer_timer()
             emulate_rollback(pc)
+        before = TransceiverState(pc)
         try:
             await self.link.apply_remote(signal.sdp, signal.type.value)
         except ProtocolError as exc:
-            logger.warning("%r: could not apply a remote %s: %s", self, signal.type.value, exc)
+            before.restore()
+            if step is wire.Step.APPLY_ANSWER:
+                self._stop_offer_timer()
+                emulate_rollback(pc)
+            self._failed(f"could not apply the peer's {signal.type.value}: {exc}")
             return
         if step is wire.Step.APPLY_ANSWER:
             self._stop_offer_timer()
             self._tracker.answer_applied()
-        self._sync_received(signal.sdp)
-        if step is not wire.Step.APPLY_ANSWER:
-            await self._send_signal(wire.SignalType.ANSWER, await self.link.describe_local())
+            self._sync_received(signal.sdp)
+        else:
+            try:
+                answer = await self.link.describe_local()
+            except ProtocolError as exc:
+                before.restore()
+                emulate_remote_rollback(pc)
+                self._failed(f"could not answer the peer's offer: {exc}")
+                return
+            self._sync_received(signal.sdp)
+            await self._send_signal(wire.SignalType.ANSWER, answer)
         if self._tracker.pending:
             self._offer_wanted = True
 

@@ -84,7 +84,10 @@ _REQUIRED_PACKAGES = (
     "@trystero-p2p/torrent",
     "@roamhq/wrtc",
     "bittorrent-tracker",
+    "playwright-core",
 )
+#: Chromium for browserpeer.mjs (Debian's package; ``make test`` installs it).
+CHROMIUM = Path(os.environ.get("PEERMESH_CHROMIUM", "/usr/bin/chromium"))
 
 # ---------------------------------------------------------------------------------------
 # errors
@@ -215,6 +218,15 @@ def check_node_modules(cwd: Path = INTEROP_DIR) -> None:
             f"npm packages missing in {cwd / 'node_modules'}: {', '.join(missing)}. "
             "Run `make test` (it runs `npm ci` in tests/interop), or "
             "`npm ci --ignore-scripts` there by hand."
+        )
+
+
+def check_chromium() -> None:
+    """Raise :class:`JsHarnessSetupError` if browserpeer.mjs has no Chromium to run."""
+    if not CHROMIUM.exists():
+        raise JsHarnessSetupError(
+            f"{CHROMIUM} is missing; `make test` installs Debian's chromium "
+            "(or set PEERMESH_CHROMIUM)"
         )
 
 
@@ -361,15 +373,20 @@ class JsPeer:
         node: str = "node",
         env: dict[str, str] | None = None,
         ready_timeout: float = 20.0,
+        script: str = "jspeer.mjs",
     ) -> JsPeer:
-        """Spawn ``node jspeer.mjs`` in ``cwd`` (default: this directory) and wait for ready."""
+        """Spawn ``node <script>`` in ``cwd`` (default: this directory) and wait for ready.
+        ``script`` is ``jspeer.mjs`` (Trystero on Node) or ``browserpeer.mjs`` (Trystero in
+        headless Chromium, a subset of the commands)."""
         workdir = Path(cwd) if cwd is not None else INTEROP_DIR
         check_node_modules(workdir)
-        script = workdir / "jspeer.mjs"
-        if not script.exists():
-            script = INTEROP_DIR / "jspeer.mjs"
+        if script == "browserpeer.mjs":
+            check_chromium()
+        path = workdir / script
+        if not path.exists():
+            path = INTEROP_DIR / script
         label = name or f"jspeer{next(_peer_counter)}"
-        proc = await _spawn([node, str(script)], workdir, env)
+        proc = await _spawn([node, str(path)], workdir, env)
         peer = cls(proc, name=label)
         try:
             ready = await peer.wait_event("ready", timeout=ready_timeout)

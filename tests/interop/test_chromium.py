@@ -1,0 +1,122 @@
+"""Python peers with real Trystero 0.25.4 in headless Chromium (browserpeer.mjs: Debian's
+Chromium through playwright-core, fake camera and microphone), torrent on our tracker.
+
+- ``test_glare_in_chromium``: issue 20. Both peers add a camera stream the moment they meet,
+  so both media offers cross. Chromium 143+ refuses an offer that rebinds an RTP
+  header-extension id it used, even in its own rolled-back offer; peermesh's offers used
+  aiortc's numbering and Chromium dropped the peer. Five fresh rooms per join order, each
+  must end with both streams flowing both ways.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from typing import Any
+
+import pytest
+
+from peermesh.media import MediaStream, PatternVideoTrack, ToneTrack
+from tests.interop.conftest import JsPeerFactory
+from tests.interop.exchange import Medium, PyPeer
+from tests.interop.jspeer import JsPeer, JsPeerCommandError
+from tests.interop.test_trystero_media import decode_video, until
+from tests.rooms import eventually
+
+pytestmark = pytest.mark.interop
+
+#: Decoded frames (video) or received packets (audio) that count as "flowing".
+ENOUGH = 15
+ROOMS_PER_ORDER = 5
+
+
+async def start_chromium(factory: JsPeerFactory) -> JsPeer:
+    return await factory(script="browserpeer.mjs", name="chromium", ready_timeout=40)
+
+
+def fresh_id() -> str:
+    return uuid.uuid4().hex[:20]
+
+
+async def chromium_receives(js: JsPeer, peer_id: str, width: int, height: int) -> None:
+    """Wait until Chromium decodes ENOUGH frames of ``width``×``height`` video and receives
+    ENOUGH audio packets from ``peer_id``."""
+
+    async def check() -> Any:
+        tracks = (await js.command({"cmd": "media-status"})).get(peer_id, [])
+        video = [t for t in tracks if t["kind"] == "video" and t["frames"] >= ENOUGH]
+        audio = [t for t in tracks if t["kind"] == "audio" and t["frames"] >= ENOUGH]
+        sized = [t for t in video if (t["width"], t["height"]) == (width, height)]
+        return (sized and audio) or None
+
+    await until(check, 20, f"Chromium to receive {width}x{height} video and audio")
+
+
+async def one_glare(medium: Medium, js: JsPeer, *, py_first: bool, stagger: float = 2.0) -> None:
+    room_id = f"glare-{uuid.uuid4().hex[:10]}"
+    mine = MediaStream([ToneTrack(), PatternVideoTrack(160, 120)])
+    streams: asyncio.Queue[MediaStream] = asyncio.Queue()
+    adding: set[asyncio.Task[None]] = set()
+    py: PyPeer | None = None
+
+    async def py_join() -> PyPeer:
+        joined = await medium.py_join(room_id, fresh_id())
+        joined.room.on_peer_stream(lambda stream, _peer, _meta: streams.put_nowait(stream))
+
+        def add_stream(peer_id: str) -> None:  # as an app starting a call does
+            adding.add(asyncio.ensure_future(joined.room.add_stream(mine, target=peer_id)))
+
+        joined.room.on_peer_join(add_stream)
+        return joined
+
+    async def js_join() -> None:
+        await medium.js_join(js, room_id)
+        await js.command(
+            {
+                "cmd": "media-add",
+                "name": "cam",
+                "video": {"width": 320, "height": 240},
+                "metadata": "chromium",
+                "onPeerJoin": True,
+            }
+        )
+
+    try:
+        if py_first:
+            py = await py_join()
+            await asyncio.sleep(stagger)
+            await js_join()
+        else:
+            await js_join()
+            await asyncio.sleep(stagger)
+            py = await py_join()
+        py_id = py.room.self_id
+        await eventually(lambda: js.self_id in py.joined, 20, "Python to see Chromium")
+        stream = await asyncio.wait_for(streams.get(), 20)
+        await eventually(lambda: len(stream.get_tracks()) == 2, 10, "Chromium's two tracks")
+        frames = await decode_video(stream.get_video_tracks()[0], ENOUGH)
+        assert {(f.width, f.height) for f in frames[-3:]} == {(320, 240)}
+        await chromium_receives(js, py_id, 160, 120)
+        assert py.left == []
+        assert py.errors == []
+        await asyncio.gather(*adding)
+        assert not [e for e in js.history if e["event"] in ("peer-leave", "join-error")]
+        assert not [e for e in js.history if "peer error" in e.get("text", "")]
+    finally:
+        mine.stop()
+        if py is not None:
+            await py.room.leave()
+        with contextlib.suppress(JsPeerCommandError):
+            await js.command({"cmd": "leave"})
+        js.history.clear()
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("py_first", [True, False], ids=["python-first", "chromium-first"])
+async def test_glare_in_chromium(
+    torrent_medium: Medium, js_peer_factory: JsPeerFactory, py_first: bool
+) -> None:
+    js = await start_chromium(js_peer_factory)
+    for _ in range(ROOMS_PER_ORDER):
+        await one_glare(torrent_medium, js, py_first=py_first)
