@@ -285,6 +285,34 @@ async def test_two_leader_links_converge_on_the_same_one_both_sides(
     assert await a.ping(b.self_id) > 0
 
 
+# -- a link the peer gave up (SharedLinks.bound_to_live_link, still_used) ----------------------
+
+
+async def test_a_signal_that_shows_the_link_given_up_closes_it_first(
+    idle_pair: tuple[Room, Room], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A signal a peer sends only without a connection to us (``gives_up``) closes the
+    link it has given up before the new one is made: one leave, then one join. Any other
+    signal is taken care of by the link, and an idle link whose peer answers a ping is
+    still used."""
+    a, b = idle_pair
+    seen = watch(a)
+    old_out, _ = await connect(a, b)
+    await eventually(lambda: b.self_id in a.get_peers() and a.self_id in b.get_peers(), 10)
+    assert a._shared.bound_to_live_link(a, b.self_id, gives_up=False)
+    monkeypatch.setattr(peermesh._shared, "CHECK_IDLE_AFTER", 0.0)
+    assert await a._shared.still_used(old_out)  # b answers the ping
+    assert old_out.is_open
+
+    assert not a._shared.bound_to_live_link(a, b.self_id, gives_up=True)
+    assert old_out.is_closed
+    assert seen == ["join x", "leave x"]
+    new_out, _ = await connect(a, b)
+    await eventually(lambda: seen == ["join x", "leave x", "join x"], 10, "the peer back")
+    assert a._shared.links == {b.self_id: new_out}
+    assert await a.ping(b.self_id) > 0
+
+
 # -- passive rooms: presence follows ``room.dormant`` (wire notes §9.1) -----------------------
 
 

@@ -50,6 +50,12 @@ replacements keep the behaviour on the wire and make the common case cheap:
   short for its fields is dropped with a log line (aiortc's parser would let
   ``struct.error`` end the association), and a SACK's gap blocks are clamped to the TSNs
   actually sent.
+* **Proof of life.** Every datagram from the peer that authenticates (a DTLS record that
+  decrypts, an SRTP or SRTCP packet that unprotects) is counted per transport
+  (:func:`proofs_of`); ``PeerLink`` reads the count for its liveness verdict
+  (:mod:`peermesh._wire.liveness`). A DTLS shutdown (``_write_ssl`` once handshaken) sends
+  what is queued at once, the SCTP ABORT before it included: the ICE connection closes
+  right after, and a datagram left for the end of the loop step would be dropped.
 * **Delayed SACK** (RFC 4960 §6.2). aiortc answers every packet with its own SACK packet,
   doubling the packet count. We acknowledge every second packet carrying DATA, and any
   other within :data:`SACK_DELAY` seconds; a packet that shows a gap or a duplicate, or
@@ -71,7 +77,7 @@ import sys
 import time
 from typing import Any
 
-__all__ = ["SACK_DELAY", "UDP_RECEIVE_BUFFER", "install"]
+__all__ = ["SACK_DELAY", "UDP_RECEIVE_BUFFER", "install", "proofs_of"]
 
 logger = logging.getLogger(__name__)
 
@@ -557,6 +563,7 @@ class _DtlsRecords:
         "lib",
         "loop",
         "outgoing",
+        "proofs",
         "read_buffer",
         "ssl",
         "unsent",
@@ -570,6 +577,8 @@ class _DtlsRecords:
         self.outgoing = ssl_connection._from_ssl
         self.connection = ice_connection
         self.read_buffer = ffi.new("char[]", DATAGRAM_MAX)
+        #: Datagrams from the peer that authenticated (see :func:`proofs_of`).
+        self.proofs = 0
         self.loop = asyncio.get_running_loop()
         self.unsent: list[bytes] = []
 
@@ -615,6 +624,8 @@ class _DtlsRecords:
 
     def send_unsent(self) -> None:
         datagrams, self.unsent = self.unsent, []
+        if not datagrams:
+            return  # sent already (see _write_ssl)
         pair = self.connection._nominated.get(1)
         if pair is None or pair.protocol.transport is None:
             # aioice would raise; aiortc drops such errors (SCTP retransmits, or is closing).
@@ -668,6 +679,8 @@ def _patch_dtls(dtls: Any, current_ms: Any, lib: Any, ffi: Any) -> None:
         first_byte = data[0]
         if 19 < first_byte < 64:
             plaintexts, closed = records.records(data)
+            if plaintexts:
+                records.proofs += 1
             flush(self, records)
             if closed:
                 raise ConnectionError("DTLS shut down by the remote party")
@@ -679,11 +692,13 @@ def _patch_dtls(dtls: Any, current_ms: Any, lib: Any, ffi: Any) -> None:
             arrival_time_ms = current_ms()
             try:
                 if is_rtcp(data):
-                    await self._handle_rtcp_data(self._rx_srtp.unprotect_rtcp(data))
+                    packet = self._rx_srtp.unprotect_rtcp(data)
+                    records.proofs += 1
+                    await self._handle_rtcp_data(packet)
                 else:
-                    await self._handle_rtp_data(
-                        self._rx_srtp.unprotect(data), arrival_time_ms=arrival_time_ms
-                    )
+                    packet = self._rx_srtp.unprotect(data)
+                    records.proofs += 1
+                    await self._handle_rtp_data(packet, arrival_time_ms=arrival_time_ms)
             except srtp_error as exc:
                 logger.debug("SRTP unprotect failed: %s", exc)
 
@@ -700,11 +715,23 @@ def _patch_dtls(dtls: Any, current_ms: Any, lib: Any, ffi: Any) -> None:
         if records is None:
             await original_write_ssl(self)
         else:
+            # Only the shutdown gets here once handshaken: what is queued (an SCTP ABORT,
+            # then the close_notify) must leave now, before the ICE connection closes.
             flush(self, records)
+            records.send_unsent()
 
     transport._recv_next = _recv_next
     transport._send_data = _send_data
     transport._write_ssl = _write_ssl
+
+
+def proofs_of(dtls_transport: Any) -> int | None:
+    """How many datagrams from the peer of ``dtls_transport`` authenticated so far (DTLS
+    records that decrypted, SRTP and SRTCP packets that unprotected), or None where the
+    fast path does not run (not installed, or the handshake is not done): the count is
+    only meaningful while it grows."""
+    records = getattr(dtls_transport, "_peermesh_records", None)
+    return records.proofs if isinstance(records, _DtlsRecords) else None
 
 
 def _log_failure(task: asyncio.Task[None]) -> None:

@@ -3,9 +3,11 @@
 
 A :class:`PeerLink` knows nothing about rooms. It moves whole binary frames in both
 directions, applies back-pressure on the channel's ``bufferedAmount``, and reports when it
-opens and when it closes (channel or connection closed/failed, ``disconnected`` for 5 s, or
-no connection within the connect timeout after SDP was exchanged). Frames are handed to the
-``on_frame`` callback synchronously, in order, as they arrive.
+opens and when it closes (channel or connection closed/failed, ``disconnected`` for 5 s, no
+connection within the connect timeout after SDP was exchanged, or no packet from the peer
+for :data:`~peermesh._wire.liveness.DEAD_AFTER` seconds once open: see
+:mod:`peermesh._wire.liveness`, which replaces aioice's consent checks on our connections).
+Frames are handed to the ``on_frame`` callback synchronously, in order, as they arrive.
 
 aiortc exceptions raised while applying remote SDP are mapped to :class:`ProtocolError`.
 """
@@ -19,7 +21,9 @@ import enum
 import logging
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
+from aioice import stun
 from aiortc import (
     RTCCertificate,
     RTCConfiguration,
@@ -35,6 +39,7 @@ from OpenSSL import SSL
 
 from . import _datapath
 from ._ice import host_addresses
+from ._wire.liveness import DEAD_AFTER, Liveness, Verdict
 from .errors import PeerTimeoutError, PeerUnavailableError, ProtocolError
 
 __all__ = [
@@ -150,8 +155,9 @@ class PeerLink:
         #: Whether the remote's SDP carried :data:`PEERMESH_SDP_MARKER`.
         self.remote_is_peermesh = False
         #: Frames sent and received so far (a retiring link is closed once this stops
-        #: moving, see ``SharedLinks``).
+        #: moving, see ``SharedLinks``), and ``time.monotonic()`` of the last one.
         self.frames = 0
+        self.last_frame_at = self.created_at
         #: Set by :meth:`retire`: this side has sent its last data frame here.
         self.retired = False
         #: Called when the last :meth:`sending` block exits.
@@ -169,6 +175,10 @@ class PeerLink:
         self._disconnect_timer: asyncio.TimerHandle | None = None
         self._close_task: asyncio.Task[None] | None = None
         self._early_candidates: list[dict[str, object]] = []
+        self._liveness: Liveness | None = None
+        self._liveness_timer: asyncio.TimerHandle | None = None
+        self._probe: asyncio.Task[None] | None = None
+        self._proofs = 0
         self.pc = RTCPeerConnection(configuration)
         if certificate is not None:
             # aiortc has no public way to pass certificates; it reads this list when the
@@ -336,16 +346,26 @@ class PeerLink:
         for timer in self._timers:
             timer.cancel()
         self._timers.clear()
+        self._watch_liveness()
         self._on_open(self)
 
     def _on_message(self, data: bytes | str) -> None:
         if self.state is not LinkState.OPEN:
             return
-        self.frames += 1
+        self._count_frame()
         if isinstance(data, str):
             logger.debug("%r: dropped a text message (Trystero sends binary only)", self)
             return
         self._on_frame(self, data)
+
+    def _count_frame(self) -> None:
+        self.frames += 1
+        self.last_frame_at = time.monotonic()
+
+    @property
+    def idle_for(self) -> float:
+        """Seconds since the last frame sent or received."""
+        return time.monotonic() - self.last_frame_at
 
     @contextlib.contextmanager
     def sending(self) -> Iterator[None]:
@@ -387,7 +407,7 @@ class PeerLink:
                 raise PeerTimeoutError(
                     f"{self.remote_id} accepted no data for {SEND_STALL_TIMEOUT:g} s"
                 ) from None
-        self.frames += 1
+        self._count_frame()
         channel.send(frame)
 
     def send_nowait(self, frame: bytes) -> bool:
@@ -395,7 +415,7 @@ class PeerLink:
         the link is closed."""
         if self.state is not LinkState.OPEN or self._channel is None:
             return False
-        self.frames += 1
+        self._count_frame()
         self._channel.send(frame)
         return True
 
@@ -404,6 +424,89 @@ class PeerLink:
         (:meth:`send_nowait`) may follow. See ``SharedLinks`` for the handover."""
         self.send_nowait(last_frame)
         self.retired = True
+
+    # -- liveness (peermesh._wire.liveness) ---------------------------------------------------
+
+    @property
+    def silent_for(self) -> float:
+        """Seconds since the last authenticated packet from the peer (0 while not watched:
+        before the link opens, or where aiortc's internals differ)."""
+        if self._liveness is None:
+            return 0.0
+        return self._liveness.silent_for(asyncio.get_running_loop().time())
+
+    def _ice_connection(self) -> Any:
+        """aioice's connection under the data channel, if its internals are as expected
+        (else None)."""
+        sctp = self.pc.sctp
+        if sctp is None:
+            return None
+        ice = getattr(sctp.transport.transport, "_connection", None)
+        if ice is None:
+            return None
+        for name in ("_query_consent_task", "_nominated", "build_request", "remote_password"):
+            if not hasattr(ice, name):
+                logger.debug("%r: aioice has no %s; its consent checks stay", self, name)
+                return None
+        return ice
+
+    def _watch_liveness(self) -> None:
+        """Take over consent freshness from aioice for this connection (one BUNDLE
+        transport carries everything), unless the data path cannot count proofs here."""
+        ice = self._ice_connection()
+        if ice is None or self.pc.sctp is None:
+            return
+        proofs = _datapath.proofs_of(self.pc.sctp.transport)
+        if proofs is None:
+            return
+        consent = getattr(ice, "_query_consent_task", None)
+        if consent is not None:
+            consent.cancel()
+            setattr(ice, "_query_consent_task", None)  # noqa: B010 (aioice's own attribute)
+        loop = asyncio.get_running_loop()
+        self._proofs = proofs
+        self._liveness = Liveness(loop.time())
+        self._liveness_timer = loop.call_at(self._liveness.get_timer(), self._check_liveness)
+
+    def _check_liveness(self) -> None:
+        liveness = self._liveness
+        self._liveness_timer = None
+        if liveness is None or self.is_closed or self.pc.sctp is None:
+            return
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        proofs = _datapath.proofs_of(self.pc.sctp.transport)
+        if proofs is not None and proofs != self._proofs:
+            self._proofs = proofs
+            liveness.proof(now)
+        verdict = liveness.handle_timer(now)
+        if verdict is Verdict.DEAD:
+            self.close(f"no packet from the peer for {DEAD_AFTER:g} s")
+            return
+        if verdict is Verdict.PROBE and self._probe is None:
+            self._probe = asyncio.ensure_future(self._probe_peer(liveness))
+        self._liveness_timer = loop.call_at(liveness.get_timer(), self._check_liveness)
+
+    async def _probe_peer(self, liveness: Liveness) -> None:
+        """One binding request on the nominated pair; an answer is proof of life."""
+        ice = self._ice_connection()
+        try:
+            pair = ice._nominated.get(1) if ice is not None else None
+            if pair is None or ice.remote_password is None:
+                return
+            await pair.protocol.request(
+                ice.build_request(pair, nominate=False),
+                pair.remote_addr,
+                integrity_key=ice.remote_password.encode("utf8"),
+                retransmissions=1,
+            )
+            liveness.proof(asyncio.get_running_loop().time())
+        except stun.TransactionError:
+            pass  # no answer: the verdict stays with the silence
+        except (ConnectionError, OSError) as exc:
+            logger.debug("%r: could not probe the peer: %r", self, exc)
+        finally:
+            self._probe = None
 
     # -- closing ------------------------------------------------------------------------------
 
@@ -433,6 +536,10 @@ class PeerLink:
         self._timers.clear()
         if self._disconnect_timer is not None:
             self._disconnect_timer.cancel()
+        if self._liveness_timer is not None:
+            self._liveness_timer.cancel()
+        if self._probe is not None:
+            self._probe.cancel()
         self._writable.set()  # wake senders so they see the closed state
         self._close_task = asyncio.ensure_future(self._close_pc())
         _closing.add(self._close_task)

@@ -13,6 +13,11 @@ rooms over it with room frames and presence frames (wire notes §6.1, §6.2, §9
   joined later binds at once;
 * when a link closes, every room bound to it loses that peer; when the last local room
   bound to a link leaves, the link is closed;
+* a link its peer has given up — the peer sends a signal it sends only while it holds no
+  connection to us, or the link has been silent for
+  :data:`~peermesh._wire.liveness.SILENT_AFTER` seconds while the peer still signals — is
+  closed, and the signal handled: rooms see the peer leave, then join again on the new link
+  (:meth:`SharedLinks.bound_to_live_link`);
 * when a second link to the same peer opens and both sides prefer it (peermesh peers
   only, see :meth:`SharedLinks._preferred`), the rooms move to it *before* the old one
   goes: each room re-admits the peer on the new link while it keeps using the old one,
@@ -51,7 +56,8 @@ from ._wire.frames import (
     encode_presence_frame,
     parse_frame,
 )
-from .errors import ProtocolError
+from ._wire.liveness import SILENT_AFTER
+from .errors import PeerTimeoutError, PeerUnavailableError, ProtocolError, RoomClosedError
 
 __all__ = ["LinkCounters", "RoomEndpoint", "SharedLinks", "shared_links"]
 
@@ -65,6 +71,10 @@ SETTLED_AFTER = 2.0
 LEAVE_LINGER = 1.0
 #: A retiring link that carries no frame for this long is closed, handed over or not.
 RETIRE_IDLE = 10.0
+#: A link idle this long is asked whether its peer still uses it (``still_used``)...
+CHECK_IDLE_AFTER = 5.0
+#: ... and closed when the peer does not answer a ping within this long.
+CHECK_TIMEOUT = 3.0
 
 
 class RoomEndpoint(Protocol):
@@ -81,6 +91,7 @@ class RoomEndpoint(Protocol):
         self, peer_id: str, chunk: bytes | memoryview, link: PeerLink | None = None
     ) -> None: ...
     def move_peer(self, peer_id: str, link: PeerLink) -> None: ...
+    async def ping(self, peer_id: str, *, timeout: float) -> float: ...
     def peer_gone(self, peer_id: str, reason: str, *, lost: bool = False) -> None: ...
     def link_failed(self, link: PeerLink) -> None: ...
 
@@ -112,6 +123,8 @@ class _LinkInfo:
     remote_tokens: set[str] = field(default_factory=set)
     #: The peer sent ``DRAINED`` here: it will send nothing more on this link.
     peer_drained: bool = False
+    #: A running :meth:`SharedLinks.still_used` check of this link.
+    check: asyncio.Task[bool] | None = None
     retirement: _Retirement | None = None
 
 
@@ -237,6 +250,70 @@ class SharedLinks:
         if self._certificate is None or self._certificate.renewal_due:
             self._certificate = DtlsCertificate.generateCertificate()
         return self._certificate
+
+    def bound_to_live_link(self, room: RoomEndpoint, peer_id: str, *, gives_up: bool) -> bool:
+        """Whether a signal from ``peer_id`` is taken care of by the open link to it: True
+        when there is one that the peer still uses (``room`` is then bound onto it, and
+        the signal needs nothing more); False when there is none, and the signal must be
+        handled.
+
+        A peer has given its link up when ``gives_up`` — the signal is one a peer sends
+        only while it holds no connection to us: an answer to our connection offer, an
+        offer or announcement addressed to us — or when the link has carried nothing from
+        it for :data:`~peermesh._wire.liveness.SILENT_AFTER` seconds while it still signals
+        through a relay. Trystero gives a link up without closing it (a failed
+        renegotiation or a data-channel error drops the peer but leaves the
+        ``RTCPeerConnection`` open), so to us it still looks alive. Such a link is closed
+        here, before the signal starts a new connection: its rooms see the peer leave,
+        then join again on the new one. Closing first matters: Trystero 0.25.4 clears
+        whatever connection it holds to a peer when an old connection to that peer closes,
+        so the old one must be gone before the new one opens."""
+        live = self.live_link(peer_id)
+        if live is None:
+            return False
+        if live.silent_for >= SILENT_AFTER:
+            reason = f"silent for {live.silent_for:.0f} s while the peer still signals"
+        elif gives_up:
+            reason = "the peer gave this connection up"
+        else:
+            self.bind(room, live)
+            return True
+        logger.info("closing the connection to %s: %s", peer_id, reason)
+        live.close(reason)
+        return False
+
+    async def still_used(self, link: PeerLink) -> bool:
+        """Whether the peer still uses ``link``, an open link that looks alive (packets
+        keep coming) — for a signal that a peer may send with or without a connection to us
+        (a tracker hands its offers to every peer). True unless the link carried no frame
+        either way for :data:`CHECK_IDLE_AFTER` seconds and the peer then does not answer
+        a ping within :data:`CHECK_TIMEOUT` seconds: it gave the link up (see
+        :meth:`bound_to_live_link`) and the link is closed. One check runs at a time per
+        link; concurrent callers share it."""
+        info = self._info.get(link)
+        if info is None or not link.is_open:
+            return False
+        if link.idle_for < CHECK_IDLE_AFTER and info.check is None:
+            return True
+        if info.check is None:
+            info.check = asyncio.ensure_future(self._check(link))
+            info.check.add_done_callback(lambda _: setattr(info, "check", None))
+        return await asyncio.shield(info.check)
+
+    async def _check(self, link: PeerLink) -> bool:
+        peer_id = link.remote_id or ""
+        room = next((r for r in self.rooms.values() if r.uses(link)), None)
+        if room is None:
+            return True  # no room of ours uses it: nothing to ask through
+        try:
+            await room.ping(peer_id, timeout=CHECK_TIMEOUT)
+        except PeerTimeoutError:
+            logger.info("closing the connection to %s: it stopped answering there", peer_id)
+            link.close("the peer stopped answering on this connection")
+            return False
+        except (PeerUnavailableError, RoomClosedError):
+            return link.is_open
+        return True
 
     def bind(self, room: RoomEndpoint, link: PeerLink) -> None:
         """Bind ``room`` onto an existing open link (a signal arrived from a peer we are

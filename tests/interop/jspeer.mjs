@@ -80,6 +80,8 @@
 //       Every track any connection receives gets an RTCVideoSink/RTCAudioSink (at most 64
 //       tracks per process); "frames" counts decoded frames / audio chunks. A removed remote
 //       track stays "live" in wrtc: it just stops receiving frames.
+//   {"cmd":"give-up","peerId"}           → Trystero's data-channel error path for that peer: it
+//                                           leaves the room, the connection stays open
 //   {"cmd":"leave"}                      → value null, after room.leave() resolves
 //   {"cmd":"exit"}                       → value null, then the process exits (no leave)
 //
@@ -492,10 +494,20 @@ const stopRemoteSinks = () => {
 };
 
 // Every connection Trystero makes in this process: the polyfill, plus sinks on received tracks.
+// Its data channels are remembered for "give-up".
+const channelsOf = new WeakMap();
 class HarnessPeerConnection extends RTCPeerConnection {
   constructor(config) {
     super(config);
+    channelsOf.set(this, []);
     this.addEventListener("track", (e) => watchRemoteTrack(this, e));
+    this.addEventListener("datachannel", (e) => channelsOf.get(this).push(e.channel));
+  }
+
+  createDataChannel(...args) {
+    const channel = super.createDataChannel(...args);
+    channelsOf.get(this).push(channel);
+    return channel;
   }
 }
 
@@ -873,6 +885,19 @@ const commands = {
       senders[id] = pc.getSenders().filter((s) => s.track).map((s) => ({ kind: s.track.kind, trackId: s.track.id }));
     }
     return { local, remote: [...remoteTracks.values()].map(remoteTrackStatus), senders };
+  },
+
+  // {"cmd":"give-up","peerId"} → calls the error handler Trystero put on the data channel
+  // to peerId, as when the channel fails: Trystero drops the peer from its rooms but leaves
+  // the RTCPeerConnection open (its shared-peer error path, also taken when a
+  // renegotiation fails). value {"connectionState"}
+  async "give-up"(msg) {
+    const pc = requireState(msg).room.getPeers()[msg.peerId];
+    if (!pc) throw new Error(`no peer ${msg.peerId}`);
+    const channel = channelsOf.get(pc)?.find((c) => c.readyState === "open");
+    if (!channel?.onerror) throw new Error(`no open data channel with an error handler to ${msg.peerId}`);
+    channel.onerror({ error: new Error("given up by the test") });
+    return { connectionState: pc.connectionState };
   },
 
   async leave(msg) {

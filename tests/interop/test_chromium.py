@@ -6,12 +6,17 @@ Chromium through playwright-core, fake camera and microphone), torrent on our tr
   header-extension id it used, even in its own rolled-back offer; peermesh's offers used
   aiortc's numbering and Chromium dropped the peer. Five fresh rooms per join order, each
   must end with both streams flowing both ways.
+- ``test_chromium_gives_up_the_link``: Chromium's data channel fails (its ``error`` event,
+  the path Trystero takes for a failed renegotiation too): Trystero drops the peer but keeps
+  the RTCPeerConnection open. The two must meet again on the next announce, as a leave then
+  a join, and exchange messages both ways.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import uuid
 from typing import Any
 
@@ -20,7 +25,7 @@ import pytest
 from peermesh.media import MediaStream, PatternVideoTrack, ToneTrack
 from tests.interop.conftest import JsPeerFactory
 from tests.interop.exchange import Medium, PyPeer
-from tests.interop.jspeer import JsPeer, JsPeerCommandError
+from tests.interop.jspeer import JsPeer, JsPeerCommandError, decode_data
 from tests.interop.test_trystero_media import decode_video, until
 from tests.rooms import eventually
 
@@ -120,3 +125,40 @@ async def test_glare_in_chromium(
     js = await start_chromium(js_peer_factory)
     for _ in range(ROOMS_PER_ORDER):
         await one_glare(torrent_medium, js, py_first=py_first)
+
+
+@pytest.mark.timeout(120)
+async def test_chromium_gives_up_the_link(
+    torrent_medium: Medium, js_peer_factory: JsPeerFactory
+) -> None:
+    js = await start_chromium(js_peer_factory)
+    room_id = f"giveup-{uuid.uuid4().hex[:10]}"
+    await torrent_medium.js_join(js, room_id, actions=["chat"])
+    await asyncio.sleep(torrent_medium.stagger)
+    py = await torrent_medium.py_join(room_id, fresh_id())
+    try:
+        py_id = py.room.self_id
+        await eventually(lambda: js.self_id in py.joined, 20, "Python to see Chromium")
+        await js.wait_event("peer-join", peerId=py_id, timeout=10)
+        state = await js.command({"cmd": "give-up", "peerId": py_id})
+        assert state["connectionState"] == "connected"  # Trystero keeps the connection
+        await js.wait_event("peer-leave", peerId=py_id, timeout=5)
+        given_up = time.monotonic()
+
+        await eventually(lambda: py.left == [js.self_id], 30, "Python to see Chromium leave")
+        await eventually(lambda: py.joined == [js.self_id] * 2, 30, "Chromium to join again")
+        await js.wait_event("peer-join", peerId=py_id, timeout=10)
+        back_after = time.monotonic() - given_up
+        # The next announce brings them together: ours, which Chromium answers, or, when
+        # Chromium has the smaller id and answers none of ours, its own every 10 s (our
+        # tracker's interval), whose offer makes us ping the idle link (3 s at most).
+        assert back_after < 15
+
+        await py.room.make_action("chat").send("after the comeback")
+        got = await js.wait_event("message", action="chat", peerId=py_id, timeout=10)
+        assert decode_data(got["data"]) == "after the comeback"
+        await js.send("chat", "back again", target=py_id)
+        assert await py.message() == ("back again", js.self_id, None)
+        assert py.errors == []
+    finally:
+        await py.room.leave()

@@ -140,11 +140,12 @@ class TopicSignaller:
         room: Room,
         relays: list[TopicRelay],
         *,
-        announce_interval: float = ANNOUNCE_INTERVAL,
+        announce_interval: float | None = None,
     ) -> None:
         self.room = room
         self.relays = relays
-        self.announce_interval = announce_interval
+        #: Seconds between announcements after the burst (default :data:`ANNOUNCE_INTERVAL`).
+        self.announce_interval = announce_interval or ANNOUNCE_INTERVAL
         self.counters = SignalCounters()
         self.root_topic = root_topic(room.app_id, room.room_id)
         self.self_topic = self_topic(room.app_id, room.room_id, room.self_id)
@@ -307,20 +308,24 @@ class TopicSignaller:
                     return  # could not wake (the room is being left)
         if signal.kind is not SignalKind.ANNOUNCE and topic != self.self_topic:
             return  # offers, answers and candidates are addressed to our self topic
-        if self._bound_to_live_link(signal):
+        # An offer or announcement addressed to us comes only from a peer that holds no
+        # connection to us: Trystero's signal handler and ours send none to a connected peer.
+        gives_up = topic == self.self_topic and signal.kind in (
+            SignalKind.OFFER,
+            SignalKind.ANNOUNCE,
+        )
+        if self._bound_to_live_link(signal, gives_up=gives_up):
             return
         if self._free_tasks(relay) > 0:
             self._handle(relay, signal)
         else:
             self._defer(relay, signal)
 
-    def _bound_to_live_link(self, signal: Signal) -> bool:
+    def _bound_to_live_link(self, signal: Signal, *, gives_up: bool = False) -> bool:
         """Whether we are connected to the signal's sender already (then this room is bound
-        onto that connection and the signal needs nothing more)."""
-        live = self.room._shared.live_link(signal.peer_id)
-        if live is not None:
-            self.room._shared.bind(self.room, live)
-        return live is not None
+        onto that connection and the signal needs nothing more); see
+        ``SharedLinks.bound_to_live_link`` for ``gives_up``."""
+        return self.room._shared.bound_to_live_link(self.room, signal.peer_id, gives_up=gives_up)
 
     def _handle(self, relay: TopicRelay, signal: Signal) -> None:
         """Handle ``signal`` in a task (the caller checked that ``relay`` has one free)."""
@@ -404,15 +409,18 @@ class TopicSignaller:
             logger.error("%r: signalling task failed", self.room, exc_info=task.exception())
 
     def _current_offer(self, peer_id: str) -> _Offer | None:
+        """Our offer to ``peer_id`` still being set up (one whose link opened is done: a
+        signal that gets here comes from a peer that gave that link up)."""
         offer = self._offers.get(peer_id)
-        if offer is not None and offer.link.is_closed:
+        if offer is not None and (offer.link.is_closed or offer.link.is_open):
             del self._offers[peer_id]
             return None
         return offer
 
     def _current_answer(self, peer_id: str) -> _Answer | None:
+        """Our answer to ``peer_id`` still being set up (see :meth:`_current_offer`)."""
         answer = self._answers.get(peer_id)
-        if answer is not None and answer.link.is_closed:
+        if answer is not None and (answer.link.is_closed or answer.link.is_open):
             del self._answers[peer_id]
             return None
         return answer

@@ -19,7 +19,13 @@ its trackers:
   interval, which in a big swarm leaves the last pairs unconnected for 10 s or more;
 * relayed offers are answered over the tracker they came from — unless we already hold a
   live connection to that peer (the room is then bound onto it), are already answering it,
-  or have offers out and the smaller id (the collision rule: the larger id answers);
+  or have offers out and the smaller id (the collision rule: the larger id answers). A
+  connection the peer has given up does not count (``SharedLinks.bound_to_live_link``):
+  the peer answered one of our offers (it answers only while it holds no connection to
+  us), or the link has been silent while the peer still announces, or it has been idle and
+  the peer does not answer a ping there (``SharedLinks.still_used``: a Trystero peer with
+  the smaller id that gave its link up answers none of our offers). The old link is closed
+  first, then the new connection replaces it;
 * an offer ignored under the collision rule makes us announce again at once (at most every
   :data:`NUDGE_INTERVAL` seconds per tracker), so that the tracker hands our offers to the
   peer we ignored, which answers them as the larger id. Trystero waits for its next
@@ -439,24 +445,27 @@ class TorrentSignaller:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _bound_elsewhere(self, peer_id: str) -> bool:
-        """If a live connection to ``peer_id`` exists, bind the room to it and say so."""
-        live = self.room._shared.live_link(peer_id)
-        if live is None:
-            return False
-        self.room._shared.bind(self.room, live)
-        return True
+    def _bound_elsewhere(self, peer_id: str, *, gives_up: bool) -> bool:
+        """If a live connection to ``peer_id`` that the peer still uses exists, bind the
+        room to it and say so (see ``SharedLinks.bound_to_live_link``)."""
+        return self.room._shared.bound_to_live_link(self.room, peer_id, gives_up=gives_up)
 
     async def _answer(
         self, conn: TrackerConnection, offer: RelayedOffer, *, has_offers: bool
     ) -> None:
         room = self.room
         peer_id = offer.peer_id
-        if self._bound_elsewhere(peer_id):
-            return
+        # Trackers hand every peer's offers to peers it is connected to as well: an offer
+        # alone does not mean the peer gave its connection up. A Trystero peer with the
+        # smaller id that gave it up answers none of our offers (the collision rule), so
+        # an idle link it still offers over is checked with a ping.
+        if self._bound_elsewhere(peer_id, gives_up=False):
+            live = room._shared.live_link(peer_id)
+            if live is None or await room._shared.still_used(live):
+                return
         answering = self._answering.get(peer_id)
-        if answering is not None and not answering.is_closed:
-            if answering.is_open or time.monotonic() - answering.created_at < ANSWER_STALE:
+        if answering is not None and not answering.is_closed and not answering.is_open:
+            if time.monotonic() - answering.created_at < ANSWER_STALE:
                 return
             # Our answer went unused: the offer was answered by someone else first (every
             # announce re-sends the same offers to new peers), or the answer was lost.
@@ -515,7 +524,9 @@ class TorrentSignaller:
             return
         room = self.room
         peer_id = answer.peer_id
-        if self._bound_elsewhere(peer_id):
+        # An answer means the peer holds no connection to us (Trystero and peermesh answer
+        # only then): a live one it has given up.
+        if self._bound_elsewhere(peer_id, gives_up=True):
             offer.link.close("already connected")
             return
         try:
