@@ -39,7 +39,7 @@ from OpenSSL import SSL
 
 from . import _datapath
 from ._ice import host_addresses
-from ._wire.liveness import DEAD_AFTER, Liveness, Verdict
+from ._wire.liveness import DEAD_AFTER, QUIET_AFTER, Liveness, Verdict
 from .errors import PeerTimeoutError, PeerUnavailableError, ProtocolError
 
 __all__ = [
@@ -60,6 +60,8 @@ BUFFERED_AMOUNT_LOW_THRESHOLD = 0xFFFF
 CONNECT_TIMEOUT = 23.333
 #: A connection that stays ``disconnected`` this long is treated as closed.
 DISCONNECTED_GRACE = 5.0
+#: How long a closing link waits for its data channel's reset before closing (see close).
+CHANNEL_CLOSE_GRACE = 0.5
 #: A send that cannot make progress for this long fails with PeerTimeoutError.
 SEND_STALL_TIMEOUT = 30.0
 #: Largest remote SDP we are willing to parse.
@@ -525,9 +527,16 @@ class PeerLink:
             self._disconnect_timer = None
 
     def close(self, reason: str = "closed locally") -> None:
-        """Close the link (idempotent). ``on_close`` runs once, synchronously."""
+        """Close the link (idempotent). ``on_close`` runs once, synchronously.
+
+        An open data channel to a peer that is still there is closed first, as browsers
+        do (an SCTP stream reset, RFC 8831 §6.7), and the connection after it is reset or
+        :data:`CHANNEL_CLOSE_GRACE` seconds later: aiortc closes a connection with an SCTP
+        ABORT, which browsers report on a channel still open as an error (Trystero logs
+        ``peer error: OperationError`` for every peer that leaves that way)."""
         if self.state is LinkState.CLOSED:
             return
+        graceful = self.state is LinkState.OPEN and self.silent_for < QUIET_AFTER
         self.state = LinkState.CLOSED
         self.close_reason = reason
         logger.debug("%r closed: %s", self, reason)
@@ -541,12 +550,19 @@ class PeerLink:
         if self._probe is not None:
             self._probe.cancel()
         self._writable.set()  # wake senders so they see the closed state
-        self._close_task = asyncio.ensure_future(self._close_pc())
+        self._close_task = asyncio.ensure_future(self._close_pc(graceful))
         _closing.add(self._close_task)
         self._close_task.add_done_callback(_closing.discard)
         self._on_close(self)
 
-    async def _close_pc(self) -> None:
+    async def _close_pc(self, graceful: bool) -> None:
+        channel = self._channel
+        if graceful and channel is not None and channel.readyState == "open":
+            reset = asyncio.Event()
+            channel.on("close", reset.set)
+            channel.close()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(reset.wait(), CHANNEL_CLOSE_GRACE)
         try:
             await self.pc.close()
         except Exception:  # aiortc may raise while tearing down half-built transports
