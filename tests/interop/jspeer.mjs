@@ -64,12 +64,14 @@
 //                                           connections, implicit SLD, N bytes with back-pressure);
 //                                           value {"waits","maxBuffered","transferMs",…}
 //   {"cmd":"media-add","name"?:"stream","audio"?:{frequency?,amplitude?}|false,
-//    "video"?:{width?,height?,fps?}|false,"metadata"?:…,"target"?:id|[ids]}
+//    "video"?:{width?,height?,fps?}|false,"metadata"?:…,"target"?:id|[ids],"onPeerJoin"?:bool}
 //       → room.addStream(stream, {target, metadata}) with the synthetic stream `name` (made
 //         on first use: a 48 kHz mono sine tone, default 660 Hz amplitude 0.4, from an
 //         RTCAudioSource; I420 frames, default 320x240 at 30 fps, left half luma 16 / right
 //         half 235, from an RTCVideoSource; fed in real time). Resolves when Trystero's
 //         addStream promises do; value {"name","streamId","tracks":[{id,kind}],"info"}.
+//         With "onPeerJoin" the stream is instead added to each peer the moment it joins
+//         (from onPeerJoin, as an app starting a call does), and the command returns at once.
 //   {"cmd":"media-remove","name"?,"target"?,"stop"?:bool}
 //       → room.removeStream(stream, {target}); "stop" also stops the sources and tracks.
 //   {"cmd":"media-status"}               → value {"local":{name:{streamId,tracks,info,sent,stopped}},
@@ -615,11 +617,15 @@ const commands = {
         actions: new Map(),
         requestActions: new Map(),
         gates: new Map(),
+        streamsOnJoin: [], // {stream, options} added to each peer as it joins ("onPeerJoin")
       };
       rooms.set(label, state);
       joined.onPeerJoin = (peerId) => {
         log("peer-join", label, peerId);
         emit({ event: "peer-join", room: label, peerId });
+        for (const { stream, options } of state.streamsOnJoin) {
+          Promise.all(joined.addStream(stream, { ...options, target: peerId })).catch((err) => log(`addStream to ${peerId} failed:`, errText(err)));
+        }
       };
       joined.onPeerLeave = (peerId) => {
         log("peer-leave", label, peerId);
@@ -850,7 +856,8 @@ const commands = {
     const options = {};
     if (msg.target !== undefined && msg.target !== null) options.target = msg.target;
     if ("metadata" in msg) options.metadata = msg.metadata;
-    await Promise.all(state.room.addStream(entry.stream, options));
+    if (msg.onPeerJoin) state.streamsOnJoin.push({ stream: entry.stream, options });
+    else await Promise.all(state.room.addStream(entry.stream, options));
     log(`media-add ${name} stream=${entry.stream.id} room=${state.label} target=${JSON.stringify(options.target ?? null)}`);
     return { name, streamId: entry.stream.id, tracks: entry.stream.getTracks().map(trackInfo), info: entry.info };
   },

@@ -790,6 +790,7 @@ class JsPeer:
         video: dict[str, Any] | bool = True,
         metadata: Any = _NO_METADATA,
         target: str | Sequence[str] | None = None,
+        on_peer_join: bool = False,
         room: str | None = None,
         timeout: float = DEFAULT_TIMEOUT,
     ) -> dict[str, Any]:
@@ -799,8 +800,10 @@ class JsPeer:
         (``{"width": 320, "height": 240, "fps": 30}`` by default) whose left half is dark
         and right half bright (the inverse of peermesh's ``PatternVideoTrack``). ``False``
         leaves a kind out. Returns once Trystero's ``addStream`` promises resolved (metadata
-        sent, tracks added): ``{name, streamId, tracks: [{id, kind}], info}``."""
-        cmd: dict[str, Any] = {"cmd": "media-add", "name": name}
+        sent, tracks added): ``{name, streamId, tracks: [{id, kind}], info}``. With
+        ``on_peer_join`` the stream is added to each peer the moment it joins instead, and
+        this returns at once."""
+        cmd: dict[str, Any] = {"cmd": "media-add", "name": name, "onPeerJoin": on_peer_join}
         for kind, spec in (("audio", audio), ("video", video)):
             if spec is False:
                 cmd[kind] = False

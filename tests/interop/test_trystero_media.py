@@ -11,6 +11,8 @@ half) and measure what they receive with wrtc's RTCVideoSink / RTCAudioSink
 - ``test_python_stream_to_js`` / ``test_js_stream_to_python``: each direction with Python.
 - ``test_glare_with_trystero``: both add a stream at the same moment, Python impolite
   (initiator) and polite; both end with both streams.
+- ``test_glare_on_join_with_trystero``: each adds a stream from its peer-join callback, in
+  both join orders (issue 20's scenario; Chromium's own test is in test_chromium.py).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from peermesh.media import (
     matches_pattern,
 )
 from tests.interop.conftest import JsPeerFactory
-from tests.interop.exchange import LARGE_ID, SMALL_ID, Medium, connect
+from tests.interop.exchange import LARGE_ID, SMALL_ID, Medium, PyPeer, connect
 from tests.interop.jspeer import JsPeer
 from tests.rooms import eventually
 
@@ -252,6 +254,59 @@ async def test_glare_with_trystero(
         assert (video[-1].width, video[-1].height) == (240, 180)
         assert py.errors == []
         assert [e for e in js.history if e["event"] == "join-error"] == []
+    finally:
+        mine.stop()
+        await py.room.leave()
+
+
+@pytest.mark.parametrize("py_first", [True, False], ids=["python-first", "trystero-first"])
+async def test_glare_on_join_with_trystero(
+    torrent_medium: Medium, js_peer_factory: JsPeerFactory, py_first: bool
+) -> None:
+    """Issue 20's scenario in Node: each side adds a stream the moment it sees the other
+    (from its peer-join callback), in both join orders; both decode both."""
+    js = await js_peer_factory()
+    room_id = room_name("media-glare-join")
+    mine = MediaStream([ToneTrack(), PatternVideoTrack(160, 120)])
+    streams: asyncio.Queue[MediaStream] = asyncio.Queue()
+    adding: set[asyncio.Task[None]] = set()
+
+    async def py_join() -> PyPeer:
+        py = await torrent_medium.py_join(room_id, uuid.uuid4().hex[:20])
+        py.room.on_peer_stream(lambda stream, _peer, _meta: streams.put_nowait(stream))
+        py.room.on_peer_join(
+            lambda peer_id: adding.add(
+                asyncio.ensure_future(py.room.add_stream(mine, target=peer_id))
+            )
+        )
+        return py
+
+    async def js_join() -> dict[str, Any]:
+        await torrent_medium.js_join(js, room_id)
+        sent: dict[str, Any] = await js.media_add(
+            "cam", video={"width": 240, "height": 180}, on_peer_join=True
+        )
+        return sent
+
+    if py_first:
+        py = await py_join()
+        await asyncio.sleep(torrent_medium.stagger)
+        sent = await js_join()
+    else:
+        sent = await js_join()
+        await asyncio.sleep(torrent_medium.stagger)
+        py = await py_join()
+    try:
+        stream = await asyncio.wait_for(streams.get(), 20)
+        assert stream.id == sent["streamId"]
+        await js_receives(js, py.room.self_id, mine.id, 160, 120)
+        await eventually(lambda: len(stream.get_video_tracks()) == 1, 10, "Trystero's video")
+        video = await decode_video(stream.get_video_tracks()[0], ENOUGH)
+        assert (video[-1].width, video[-1].height) == (240, 180)
+        await asyncio.gather(*adding)
+        assert py.errors == []
+        assert py.left == []
+        assert [e for e in js.history if e["event"] in ("join-error", "peer-leave")] == []
     finally:
         mine.stop()
         await py.room.leave()
