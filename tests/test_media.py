@@ -282,3 +282,64 @@ async def test_bad_media_input(join: JoinFactory, streams: list[MediaStream]) ->
     await a.leave()
     with pytest.raises(RoomClosedError):
         await a.add_stream(stream)
+
+
+def unappliable_offer(remote_sdp: str) -> str:
+    """The peer's own SDP (its ICE and DTLS credentials) as an offer that adds a video
+    section whose only codec, AV1, aiortc lacks: aiortc's setRemoteDescription then fails
+    half-way, after it made a transceiver for the section and gave it the mid."""
+    head, data = remote_sdp.split("\r\nm=", 1)
+    transport = [
+        line
+        for line in data.split("\r\n")
+        if line.startswith(("a=ice-ufrag:", "a=ice-pwd:", "a=fingerprint:"))
+    ]
+    video = [
+        "m=video 9 UDP/TLS/RTP/SAVPF 45",
+        "c=IN IP4 0.0.0.0",
+        "a=mid:1",
+        "a=sendrecv",
+        "a=msid:unappliable video",
+        "a=rtcp-mux",
+        "a=rtpmap:45 AV1/90000",
+        *transport,
+        "a=setup:actpass",
+    ]
+    head = head.replace("a=group:BUNDLE 0", "a=group:BUNDLE 0 1")
+    return f"{head}\r\nm={data.rstrip()}\r\n" + "\r\n".join(video) + "\r\n"
+
+
+async def test_an_offer_we_cannot_apply_is_undone(
+    join: JoinFactory, streams: list[MediaStream], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A renegotiation that fails leaves nothing half-done: aiortc's partial changes (a
+    transceiver, a mid) are undone, the failure is logged once at WARNING, the data channel
+    keeps working and the next renegotiation succeeds."""
+    a, b = await connected_pair(join)
+    pc = a.get_peers()[b.self_id]
+    member = b._members[a.self_id]
+    kind, payload = wire.encode_payload(
+        {"type": "offer", "sdp": unappliable_offer(pc.remoteDescription.sdp)}
+    )
+    for chunk in wire.iter_chunks(wire.encode_action_type(wire.SIGNAL), 0, kind, payload):
+        member.link.send_nowait(encode_room_frame(a.token, chunk))
+    await eventually(
+        lambda: any("renegotiation failed" in r.getMessage() for r in caplog.records),
+        10,
+        "the failure to be logged",
+    )
+    failures = [r for r in caplog.records if "renegotiation failed" in r.getMessage()]
+    assert [r.levelname for r in failures] == ["WARNING"]
+    assert "could not apply the peer's offer" in failures[0].getMessage()
+    assert pc.signalingState == "stable"
+    assert pc.getTransceivers() == []  # the half-made transceiver is gone
+    assert await a.ping(b.self_id) > 0
+
+    inbox = Inbox(b)
+    stream = av(streams)
+    await a.add_stream(stream)
+    got, _, _ = await inbox.stream()
+    await check_av(got, (160, 120))
+    assert len(failures) == len(
+        [r for r in caplog.records if "renegotiation failed" in r.getMessage()]
+    )

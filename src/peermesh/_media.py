@@ -613,6 +613,7 @@ class LinkMedia:
             self._failed(f"could not make an offer: {exc}")
             return
         await self._send_signal(wire.SignalType.OFFER, sdp)
+        logger.debug("%r: sent a media offer", self)
         loop = asyncio.get_running_loop()
         self._offer_timer = loop.call_later(RENEGOTIATION_TIMEOUT, self._offer_expired)
 

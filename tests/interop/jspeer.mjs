@@ -84,6 +84,8 @@
 //       track stays "live" in wrtc: it just stops receiving frames.
 //   {"cmd":"give-up","peerId"}           → Trystero's data-channel error path for that peer: it
 //                                           leaves the room, the connection stays open
+//   {"cmd":"fail-remote-description","peerId"} → the next setRemoteDescription on the
+//                                           connection to that peer fails (OperationError)
 //   {"cmd":"leave"}                      → value null, after room.leave() resolves
 //   {"cmd":"exit"}                       → value null, then the process exits (no leave)
 //
@@ -148,10 +150,17 @@ process.on("unhandledRejection", (err) => {
   emit({ event: "fatal", kind: "unhandledRejection", error: errText(err) });
 });
 
-// Node 20 has no global WebSocket (Node 22 does); Trystero's relay sockets need one.
+// Node 20 has no global WebSocket (Node 22 does); Trystero's relay sockets need one. As in
+// a browser, a socket error (a refused connection when its relay is gone) is an event, not
+// an exception: ws throws an "error" nobody listens to.
 if (typeof globalThis.WebSocket === "undefined") {
   const { WebSocket } = await import("ws");
-  globalThis.WebSocket = WebSocket;
+  globalThis.WebSocket = class BrowserLikeWebSocket extends WebSocket {
+    constructor(...args) {
+      super(...args);
+      this.on("error", () => {});
+    }
+  };
 }
 
 // ---- data encoding ------------------------------------------------------------------------
@@ -510,6 +519,16 @@ class HarnessPeerConnection extends RTCPeerConnection {
     const channel = super.createDataChannel(...args);
     channelsOf.get(this).push(channel);
     return channel;
+  }
+
+  // "fail-remote-description" makes the next call fail, as a browser does with an SDP it
+  // cannot take.
+  setRemoteDescription(description) {
+    if (this.failNextRemoteDescription) {
+      this.failNextRemoteDescription = false;
+      return Promise.reject(new DOMException("made to fail by the test", "OperationError"));
+    }
+    return super.setRemoteDescription(description);
   }
 }
 
@@ -905,6 +924,16 @@ const commands = {
     if (!channel?.onerror) throw new Error(`no open data channel with an error handler to ${msg.peerId}`);
     channel.onerror({ error: new Error("given up by the test") });
     return { connectionState: pc.connectionState };
+  },
+
+  // {"cmd":"fail-remote-description","peerId"} → the next setRemoteDescription on the
+  // connection to peerId fails (Trystero then drops the peer and keeps the connection, as
+  // with "give-up"). value null
+  async "fail-remote-description"(msg) {
+    const pc = requireState(msg).room.getPeers()[msg.peerId];
+    if (!pc) throw new Error(`no peer ${msg.peerId}`);
+    pc.failNextRemoteDescription = true;
+    return null;
   },
 
   async leave(msg) {

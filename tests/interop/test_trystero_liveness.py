@@ -79,7 +79,6 @@ async def test_trystero_gives_up_the_link(
             await comes_back_after_giving_up(py, js)
         finally:
             await py.room.leave()
-            await js.close()  # before its relay goes: Trystero would reconnect in vain
 
 
 async def comes_back_after_giving_up(py: PyPeer, js: JsPeer) -> None:

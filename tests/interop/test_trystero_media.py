@@ -11,6 +11,10 @@ half) and measure what they receive with wrtc's RTCVideoSink / RTCAudioSink
 - ``test_python_stream_to_js`` / ``test_js_stream_to_python``: each direction with Python.
 - ``test_glare_with_trystero``: both add a stream at the same moment, Python impolite
   (initiator) and polite; both end with both streams.
+- ``test_a_renegotiation_trystero_cannot_apply`` / ``test_an_unanswered_offer_is_rolled_back_once``:
+  Trystero's setRemoteDescription fails on our offer (issue 20): it comes back as a leave
+  and a join and the stream flows; without a tracker to come back through, our offer is
+  rolled back once, logged at WARNING, not re-sent, and the data channel stays.
 - ``test_glare_on_join_with_trystero``: each adds a stream from its peer-join callback, in
   both join orders (issue 20's scenario; Chromium's own test is in test_chromium.py).
 """
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -26,6 +31,7 @@ from typing import Any
 
 import pytest
 
+import peermesh._media
 from peermesh.media import (
     MediaStream,
     PatternVideoTrack,
@@ -33,6 +39,7 @@ from peermesh.media import (
     audio_level,
     matches_pattern,
 )
+from peermesh.servers.tracker import serve_tracker
 from tests.interop.conftest import JsPeerFactory
 from tests.interop.exchange import LARGE_ID, SMALL_ID, Medium, PyPeer, connect
 from tests.interop.jspeer import JsPeer
@@ -310,6 +317,78 @@ async def test_glare_on_join_with_trystero(
     finally:
         mine.stop()
         await py.room.leave()
+
+
+async def test_a_renegotiation_trystero_cannot_apply(
+    torrent_medium: Medium, js_peer_factory: JsPeerFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Trystero fails to apply our media offer (its setRemoteDescription is made to fail):
+    it drops us and keeps the connection open, so the offer is never answered. The peer
+    must come back on the next announce (one leave, one join), the app's stream — added
+    again from ``on_peer_join``, as Trystero apps do — must then flow, and the unanswered
+    offer must not be sent again on the old connection."""
+    js = await js_peer_factory()
+    py = await connect(torrent_medium, js, room_name("media-fail"))
+    mine = MediaStream([ToneTrack(), PatternVideoTrack(160, 120)])
+    adding: set[asyncio.Task[None]] = set()
+    try:
+        await js.command({"cmd": "fail-remote-description", "peerId": SMALL_ID})
+        await py.room.add_stream(mine)
+        await js.wait_event("peer-leave", peerId=SMALL_ID, timeout=10)
+        py.room.on_peer_join(
+            lambda peer_id: adding.add(
+                asyncio.ensure_future(py.room.add_stream(mine, target=peer_id))
+            )
+        )
+        await eventually(lambda: py.joined == [js.self_id] * 2, 20, "Trystero back")
+        assert py.left == [js.self_id]
+        await js_receives(js, SMALL_ID, mine.id, 160, 120)
+        await asyncio.gather(*adding)
+        warnings = [r for r in caplog.records if "renegotiation failed" in r.getMessage()]
+        assert len(warnings) <= 1  # the old connection is closed first, or rolled back once
+        assert [e for e in js.history if e["event"] == "peer-stream"]
+    finally:
+        mine.stop()
+        await py.room.leave()
+
+
+async def test_an_unanswered_offer_is_rolled_back_once(
+    js_peer_factory: JsPeerFactory,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Trystero fails to apply our media offer and, its tracker gone, cannot come back:
+    the offer is rolled back after the renegotiation timeout, logged once at WARNING, not
+    sent again as it was, and the connection stays open."""
+    monkeypatch.setattr(peermesh._media, "RENEGOTIATION_TIMEOUT", 1.0)
+    caplog.set_level(logging.DEBUG, logger="peermesh._media")
+    js = await js_peer_factory()
+    server = await serve_tracker("127.0.0.1", 0, interval=10)
+    try:
+        py = await connect(Medium("torrent", server.url), js, room_name("media-rollback"))
+    finally:
+        await server.close()
+    mine = MediaStream([ToneTrack(), PatternVideoTrack(160, 120)])
+
+    def records(text: str) -> list[logging.LogRecord]:
+        return [r for r in caplog.records if text in r.getMessage()]
+
+    try:
+        await js.command({"cmd": "fail-remote-description", "peerId": SMALL_ID})
+        await py.room.add_stream(mine)
+        await eventually(lambda: records("renegotiation failed"), 10, "the rollback")
+        await asyncio.sleep(3 * 1.0)  # three more timeouts' worth: nothing is re-sent
+        warnings = records("renegotiation failed")
+        assert [r.levelname for r in warnings] == ["WARNING"]
+        assert "no answer to our media offer" in warnings[0].getMessage()
+        assert len(records("sent a media offer")) == 1
+        pc = py.room.get_peers()[js.self_id]
+        assert pc.signalingState == "stable"
+        assert pc.sctp.state == "connected"  # the data channel is kept
+    finally:
+        mine.stop()
+        await py.room.leave()
+        await js.close()
 
 
 async def maybe_await(value: Any) -> Any:
