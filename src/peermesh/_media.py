@@ -113,6 +113,9 @@ _MAX_STREAM_ID = 256
 
 # -- aiortc glue -------------------------------------------------------------------------------
 
+#: Name prefix of ``RTCPeerConnection``'s private attributes (aiortc 1.16).
+_PRIVATE = "_RTCPeerConnection__"
+
 
 def emulate_rollback(pc: Any) -> bool:
     """Discard ``pc``'s pending local offer, as ``setLocalDescription({type: "rollback"})``
@@ -127,15 +130,14 @@ def emulate_rollback(pc: Any) -> bool:
     """
     if pc.signalingState != "have-local-offer":
         return False
-    prefix = "_RTCPeerConnection__"
     try:
-        pending = getattr(pc, prefix + "pendingLocalDescription")
+        pending = getattr(pc, _PRIVATE + "pendingLocalDescription")
         current = (
-            getattr(pc, prefix + "currentLocalDescription"),
-            getattr(pc, prefix + "currentRemoteDescription"),
+            getattr(pc, _PRIVATE + "currentLocalDescription"),
+            getattr(pc, _PRIVATE + "currentRemoteDescription"),
         )
-        seen_mids = getattr(pc, prefix + "seenMids")
-        set_state = getattr(pc, prefix + "setSignalingState")
+        seen_mids = getattr(pc, _PRIVATE + "seenMids")
+        set_state = getattr(pc, _PRIVATE + "setSignalingState")
     except AttributeError as exc:
         raise RuntimeError(f"unsupported aiortc internals: {exc}") from exc
     known = {m.rtp.muxId for d in current if d is not None for m in d.media}
@@ -145,7 +147,7 @@ def emulate_rollback(pc: Any) -> bool:
             transceiver._set_mid(None)
             transceiver._set_mline_index(None)
     seen_mids.difference_update(fresh)
-    setattr(pc, prefix + "pendingLocalDescription", None)
+    setattr(pc, _PRIVATE + "pendingLocalDescription", None)
     set_state("stable")
     return True
 
@@ -159,15 +161,12 @@ class TransceiverState:
     exactly what the call did. Raises :class:`RuntimeError` if aiortc's internals are not
     as expected (another aiortc version)."""
 
-    _PREFIX = "_RTCPeerConnection__"
-
     def __init__(self, pc: Any) -> None:
         try:
-            self._transceivers: list[Any] = getattr(pc, self._PREFIX + "transceivers")
-            self._seen_mids: set[str] = getattr(pc, self._PREFIX + "seenMids")
+            self._transceivers: list[Any] = getattr(pc, _PRIVATE + "transceivers")
+            self._seen_mids: set[str] = getattr(pc, _PRIVATE + "seenMids")
         except AttributeError as exc:
             raise RuntimeError(f"unsupported aiortc internals: {exc}") from exc
-        self._pc = pc
         self._list = list(self._transceivers)
         self._mids = set(self._seen_mids)
         self._fields = [
@@ -203,13 +202,12 @@ def emulate_remote_rollback(pc: Any) -> bool:
     the transceivers). Returns ``False`` and changes nothing in another state."""
     if pc.signalingState != "have-remote-offer":
         return False
-    prefix = "_RTCPeerConnection__"
     try:
-        set_state = getattr(pc, prefix + "setSignalingState")
-        getattr(pc, prefix + "pendingRemoteDescription")
+        set_state = getattr(pc, _PRIVATE + "setSignalingState")
+        getattr(pc, _PRIVATE + "pendingRemoteDescription")
     except AttributeError as exc:
         raise RuntimeError(f"unsupported aiortc internals: {exc}") from exc
-    setattr(pc, prefix + "pendingRemoteDescription", None)
+    setattr(pc, _PRIVATE + "pendingRemoteDescription", None)
     set_state("stable")
     return True
 
