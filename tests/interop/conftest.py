@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
@@ -61,20 +62,12 @@ async def bittorrent_tracker() -> AsyncIterator[str]:
         yield url
 
 
-@pytest.fixture
-async def torrent_medium() -> AsyncIterator[Medium]:
+@asynccontextmanager
+async def medium_for(strategy: str) -> AsyncIterator[Medium]:
+    """A fresh signalling server on loopback for ``"torrent"`` (our embedded tracker, 10 s
+    announce interval) or ``"nostr"`` (a real local Nostr relay), as a :class:`Medium`."""
     _require_harness()
-    server = await serve_tracker("127.0.0.1", 0, interval=10)
-    try:
-        yield Medium("torrent", server.url, stagger=1.0)
-    finally:
-        await server.close()
-
-
-@pytest.fixture(params=["torrent", "nostr"])
-async def signal_medium(request: pytest.FixtureRequest) -> AsyncIterator[Medium]:
-    _require_harness()
-    if request.param == "torrent":
+    if strategy == "torrent":
         server = await serve_tracker("127.0.0.1", 0, interval=10)
         try:
             yield Medium("torrent", server.url, stagger=1.0)
@@ -84,6 +77,18 @@ async def signal_medium(request: pytest.FixtureRequest) -> AsyncIterator[Medium]
         async with start_nostr_relay() as url:
             # past the incumbent's first announces, so it is found as such
             yield Medium("nostr", url, stagger=1.5)
+
+
+@pytest.fixture
+async def torrent_medium() -> AsyncIterator[Medium]:
+    async with medium_for("torrent") as medium:
+        yield medium
+
+
+@pytest.fixture(params=["torrent", "nostr"])
+async def signal_medium(request: pytest.FixtureRequest) -> AsyncIterator[Medium]:
+    async with medium_for(request.param) as medium:
+        yield medium
 
 
 @pytest.fixture

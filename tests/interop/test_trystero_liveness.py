@@ -21,35 +21,18 @@ import os
 import signal
 import time
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 import pytest
 
 import peermesh._signalling.topic as topic_signalling
-from peermesh.servers.tracker import serve_tracker
-from tests.interop.conftest import JsPeerFactory
+from tests.interop.conftest import JsPeerFactory, medium_for
 from tests.interop.exchange import LARGE_ID, SMALL_ID, Medium, PyPeer, connect
 from tests.interop.jspeer import GeneratedBytes, JsPeer, decode_data
-from tests.interop.nostr_relay import start_nostr_relay
 from tests.rooms import eventually
 
 pytestmark = pytest.mark.interop
 
 MIB = 1024 * 1024
-
-
-@asynccontextmanager
-async def medium_for(strategy: str) -> AsyncIterator[Medium]:
-    if strategy == "torrent":
-        server = await serve_tracker("127.0.0.1", 0, interval=10)
-        try:
-            yield Medium("torrent", server.url, stagger=1.0)
-        finally:
-            await server.close()
-    else:
-        async with start_nostr_relay() as url:
-            yield Medium("nostr", url, stagger=1.5)
 
 
 @pytest.mark.parametrize(
