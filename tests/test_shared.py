@@ -291,20 +291,24 @@ async def test_two_leader_links_converge_on_the_same_one_both_sides(
 async def test_a_signal_that_shows_the_link_given_up_closes_it_first(
     idle_pair: tuple[Room, Room], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A signal a peer sends only without a connection to us (``gives_up``) closes the
-    link it has given up before the new one is made: one leave, then one join. Any other
-    signal is taken care of by the link, and an idle link whose peer answers a ping is
-    still used."""
+    """A signal a Trystero peer sends only without a connection to us (``gives_up``)
+    closes the link it has given up before the new one is made: one leave, then one join.
+    Any other signal is taken care of by the link, an idle link whose peer answers a ping
+    is still used, and a peermesh peer (which closes what it gives up) keeps its link."""
     a, b = idle_pair
     seen = watch(a)
     old_out, _ = await connect(a, b)
     await eventually(lambda: b.self_id in a.get_peers() and a.self_id in b.get_peers(), 10)
+    assert a._shared.bound_to_live_link(a, b.self_id, gives_up=True)  # peermesh: kept
+    old_out.remote_is_peermesh = False
     assert a._shared.bound_to_live_link(a, b.self_id, gives_up=False)
     monkeypatch.setattr(peermesh._shared, "CHECK_IDLE_AFTER", 0.0)
     assert await a._shared.still_used(old_out)  # b answers the ping
     assert old_out.is_open
 
     assert not a._shared.bound_to_live_link(a, b.self_id, gives_up=True)
+    assert not old_out.is_open
+    await asyncio.wait_for(a._shared.given_up_closed(b.self_id), 5)
     assert old_out.is_closed
     assert seen == ["join x", "leave x"]
     new_out, _ = await connect(a, b)

@@ -205,6 +205,11 @@ class PeerLink:
     def is_closed(self) -> bool:
         return self.state is LinkState.CLOSED
 
+    @property
+    def torn_down(self) -> bool:
+        """Whether the closed link's peer connection is gone too (see :meth:`wait_closed`)."""
+        return self._close_task is not None and self._close_task.done()
+
     # -- negotiation ----------------------------------------------------------------------
 
     async def create_offer(self) -> str:

@@ -75,6 +75,8 @@ RETIRE_IDLE = 10.0
 CHECK_IDLE_AFTER = 5.0
 #: ... and closed when the peer does not answer a ping within this long.
 CHECK_TIMEOUT = 3.0
+#: The longest a new connection waits for the given-up one to the same peer to close.
+GIVEN_UP_CLOSE_TIMEOUT = 5.0
 
 
 class RoomEndpoint(Protocol):
@@ -140,6 +142,9 @@ class SharedLinks:
         self._info: dict[PeerLink, _LinkInfo] = {}
         self._on_empty = on_empty
         self._certificate: DtlsCertificate | None = None
+        #: Links closed as given up by their peer, until a new one to it is started or
+        #: (pruned when another is given up) they are torn down.
+        self._given_up: dict[str, PeerLink] = {}
 
     # -- rooms ------------------------------------------------------------------------------
 
@@ -264,23 +269,45 @@ class SharedLinks:
         through a relay. Trystero gives a link up without closing it (a failed
         renegotiation or a data-channel error drops the peer but leaves the
         ``RTCPeerConnection`` open), so to us it still looks alive. Such a link is closed
-        here, before the signal starts a new connection: its rooms see the peer leave,
-        then join again on the new one. Closing first matters: Trystero 0.25.4 clears
-        whatever connection it holds to a peer when an old connection to that peer closes,
-        so the old one must be gone before the new one opens."""
+        here: its rooms see the peer leave, then join again on the new one. The signaller
+        must ``await`` :meth:`given_up_closed` before it starts the new connection: Trystero
+        0.25.4 clears whatever connection it holds to a peer when an older connection to
+        that peer closes, so the old one must be gone before the new one opens.
+
+        ``gives_up`` counts only for a peer that is not peermesh: a peermesh peer closes a
+        link it gives up, and two links crossing at the start are settled by
+        :meth:`_preferred`."""
         live = self.live_link(peer_id)
         if live is None:
             return False
         if live.silent_for >= SILENT_AFTER:
             reason = f"silent for {live.silent_for:.0f} s while the peer still signals"
-        elif gives_up:
+        elif gives_up and not live.remote_is_peermesh:
             reason = "the peer gave this connection up"
         else:
             self.bind(room, live)
             return True
-        logger.info("closing the connection to %s: %s", peer_id, reason)
-        live.close(reason)
+        self._give_up(live, reason)
         return False
+
+    def _give_up(self, link: PeerLink, reason: str) -> None:
+        logger.info("closing the connection to %s: %s", link.remote_id, reason)
+        link.close(reason)
+        if link.remote_id is not None:
+            self._given_up = {k: v for k, v in self._given_up.items() if not v.torn_down}
+            self._given_up[link.remote_id] = link
+
+    async def given_up_closed(self, peer_id: str) -> None:
+        """Return once a link to ``peer_id`` closed as given up (see
+        :meth:`bound_to_live_link`) is torn down: at once if there is none, after
+        :data:`GIVEN_UP_CLOSE_TIMEOUT` seconds at most (logged) if its teardown hangs."""
+        link = self._given_up.pop(peer_id, None)
+        if link is None:
+            return
+        try:
+            await asyncio.wait_for(link.wait_closed(), GIVEN_UP_CLOSE_TIMEOUT)
+        except TimeoutError:
+            logger.info("the given-up connection to %s is still closing; going on", peer_id)
 
     async def still_used(self, link: PeerLink) -> bool:
         """Whether the peer still uses ``link``, an open link that looks alive (packets
@@ -308,8 +335,7 @@ class SharedLinks:
         try:
             await room.ping(peer_id, timeout=CHECK_TIMEOUT)
         except PeerTimeoutError:
-            logger.info("closing the connection to %s: it stopped answering there", peer_id)
-            link.close("the peer stopped answering on this connection")
+            self._give_up(link, "the peer stopped answering on this connection")
             return False
         except (PeerUnavailableError, RoomClosedError):
             return link.is_open

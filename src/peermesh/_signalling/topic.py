@@ -500,6 +500,7 @@ class TopicSignaller:
                         return
                     self._creating[relay] += 1
                     try:
+                        await room._shared.given_up_closed(peer_id)
                         link = self._new_link(initiator=True, remote_id=peer_id)
                         sdp = await link.create_offer()
                     finally:
@@ -541,6 +542,7 @@ class TopicSignaller:
         if not self._has_room(relay):
             self._defer(relay, signal)
             return
+        await room._shared.given_up_closed(peer_id)
         link = self._new_link(initiator=False, remote_id=peer_id)
         entry = self._answers[peer_id] = _Answer(signal.offer_id, link, relay)
         try:

@@ -487,6 +487,7 @@ class TorrentSignaller:
             logger.debug("%r: undecryptable offer from %s: %s", room, peer_id, exc)
             room._join_error("incorrect room password when decrypting offer", peer_id)
             return
+        await room._shared.given_up_closed(peer_id)
         link = self._new_link(initiator=False, remote_id=peer_id)
         self._answering[peer_id] = link
         try:
@@ -524,11 +525,6 @@ class TorrentSignaller:
             return
         room = self.room
         peer_id = answer.peer_id
-        # An answer means the peer holds no connection to us (Trystero and peermesh answer
-        # only then): a live one it has given up.
-        if self._bound_elsewhere(peer_id, gives_up=True):
-            offer.link.close("already connected")
-            return
         try:
             sdp = unseal(room.seal_key, answer.sdp)
         except SealError as exc:
@@ -537,10 +533,16 @@ class TorrentSignaller:
             offer.link.close("answer sealed with another key")
             room._join_error("incorrect room password when decrypting answer", peer_id)
             return
+        # An answer means the peer holds no connection to us (Trystero answers only then):
+        # a live one it has given up.
+        if self._bound_elsewhere(peer_id, gives_up=True):
+            offer.link.close("already connected")
+            return
         offer.link.remote_id = peer_id
         self._connecting = {k for k in self._connecting if not k.is_open and not k.is_closed}
         if len(self._connecting) < MAX_CONNECTING:
             self._connecting.add(offer.link)
+        await room._shared.given_up_closed(peer_id)
         try:
             await offer.link.accept_answer(sdp)
         except ProtocolError as exc:
