@@ -21,7 +21,7 @@ from aiortc import rtcdtlstransport, rtcsctptransport
 
 from peermesh import Room, _datapath
 from tests.lossy import lossy_path
-from tests.rooms import JoinFactory, connected_pair
+from tests.rooms import JoinFactory, connected_pair, eventually
 
 pytestmark = pytest.mark.slow
 
@@ -155,33 +155,101 @@ async def test_a_lost_packet_is_resent_about_once(
     assert counts["data_resent"] <= stats.dropped, (counts, stats)
 
 
-def sctp_packet(transport: rtcsctptransport.RTCSctpTransport, chunk: bytes) -> bytes:
-    """One SCTP packet for ``transport`` carrying ``chunk`` with a valid checksum."""
+def sctp_packet(
+    transport: rtcsctptransport.RTCSctpTransport, *chunks: bytes, tag: int | None = None
+) -> bytes:
+    """An SCTP packet ``transport`` sends to its peer (its verification tag unless ``tag``)
+    carrying ``chunks``, with a valid checksum."""
+    verification_tag = transport._remote_verification_tag if tag is None else tag
     header = (
-        transport._remote_port.to_bytes(2)
-        + transport._local_port.to_bytes(2)
-        + transport._local_verification_tag.to_bytes(4)
+        transport._local_port.to_bytes(2)
+        + transport._remote_port.to_bytes(2)
+        + verification_tag.to_bytes(4)
     )
-    checksum = rtcsctptransport.crc32c(header + b"\x00\x00\x00\x00" + chunk)
-    return header + checksum.to_bytes(4, "little") + chunk
+    body = b"".join(chunk + b"\x00" * (-len(chunk) % 4) for chunk in chunks)
+    checksum = rtcsctptransport.crc32c(header + b"\x00\x00\x00\x00" + body)
+    return header + checksum.to_bytes(4, "little") + body
 
 
-async def test_a_truncated_sack_from_the_peer_is_dropped(join: JoinFactory) -> None:
+def chunk(kind: int, body: bytes, flags: int = 0, length: int | None = None) -> bytes:
+    return bytes([kind, flags]) + (4 + len(body) if length is None else length).to_bytes(2) + body
+
+
+def sack(cumulative: int, gaps: list[tuple[int, int]], declared: int | None = None) -> bytes:
+    count = len(gaps) if declared is None else declared
+    blocks = b"".join(start.to_bytes(2) + end.to_bytes(2) for start, end in gaps)
+    return chunk(
+        3, cumulative.to_bytes(4) + (65536).to_bytes(4) + count.to_bytes(2) + bytes(2) + blocks
+    )
+
+
+def flip(packet: bytes, at: int) -> bytes:
+    return packet[:at] + bytes([packet[at] ^ 1]) + packet[at + 1 :]
+
+
+HEARTBEAT = chunk(4, (1).to_bytes(2) + (8).to_bytes(2) + b"ping")
+
+
+def crafted_packets(
+    attacker: rtcsctptransport.RTCSctpTransport, victim: rtcsctptransport.RTCSctpTransport
+) -> dict[str, tuple[bytes, bool]]:
+    """Packets a hostile peer can write into its own association, by name, each with
+    whether the victim should count it dropped. aiortc 1.16 alone ends the association on
+    the first four, loops forever on the zero-length parameters, and walks the gap blocks
+    TSN by TSN."""
+    acked = victim._last_sacked_tsn
+    tag = attacker._remote_verification_tag
+    packets = {
+        "truncated SACK then a chunk": (sctp_packet(attacker, sack(acked, [], 5), HEARTBEAT), True),
+        "truncated DATA then a chunk": (sctp_packet(attacker, chunk(0, bytes(6)), HEARTBEAT), True),
+        "FORWARD-TSN garbage": (sctp_packet(attacker, chunk(192, b"\xff" * 7)), True),
+        "RE-CONFIG garbage": (sctp_packet(attacker, chunk(130, b"\x00\x0d\x00\x08junk")), True),
+        "RE-CONFIG zero-length parameter": (sctp_packet(attacker, chunk(130, bytes(8))), True),
+        "HEARTBEAT zero-length parameter": (sctp_packet(attacker, chunk(4, bytes(8))), True),
+        "huge gap blocks": (sctp_packet(attacker, sack(acked, [(1, 65535)] * 290)), True),
+        "chunk length past the packet": (
+            sctp_packet(attacker, HEARTBEAT, chunk(4, b"hb", length=900)),
+            True,
+        ),
+        "bad CRC32c": (flip(sctp_packet(attacker, HEARTBEAT), 8), True),
+        "INIT with a wrong tag": (
+            sctp_packet(attacker, chunk(1, (7).to_bytes(4) + bytes(12)), tag=tag),
+            True,
+        ),
+        "ABORT with a wrong tag": (sctp_packet(attacker, chunk(6, b""), tag=tag ^ 1), True),
+        "SHUTDOWN with a wrong tag": (
+            sctp_packet(attacker, chunk(7, acked.to_bytes(4)), tag=tag ^ 1),
+            True,
+        ),
+    }
+    for kind in (0x3F, 0x7F, 0xBF, 0xFF):  # unknown chunk types, each "action" bit pattern
+        stops = kind >> 6 in (0, 1)
+        packets[f"unknown chunk type {kind:#x}"] = (
+            sctp_packet(attacker, chunk(kind, b"junk"), HEARTBEAT),
+            stops,
+        )
+    return packets
+
+
+async def test_malformed_sctp_packets_from_the_peer_are_dropped(join: JoinFactory) -> None:
+    """RFC 9260: a malformed packet is dropped, never the association. Each packet goes
+    from the hostile peer's own live association over the real DTLS connection."""
     a, b = await connected_pair(join)
-    transports = [
-        transport
-        for transport in live_instances(rtcsctptransport.RTCSctpTransport)
-        if transport._association_state == transport.State.ESTABLISHED
-    ]
-    assert transports
-    # A SACK announcing 5 gap blocks and carrying none: aiortc's parser would raise
-    # struct.error out of the receive loop and end the association.
-    body = (0).to_bytes(4) + (65536).to_bytes(4) + (5).to_bytes(2) + (0).to_bytes(2)
-    chunk = bytes([3, 0]) + (4 + len(body)).to_bytes(2) + body
-    for transport in transports:
-        await transport._handle_data(sctp_packet(transport, chunk))
-    await transfer(a, b, [100_000])
-    assert await a.ping(b.self_id) > 0
+    victim = a._shared.links[b.self_id].pc.sctp
+    attacker = b._shared.links[a.self_id].pc.sctp
+    assert victim is not None
+    assert attacker is not None
+    for name, (packet, counted) in crafted_packets(attacker, victim).items():
+        before = _datapath.dropped_packets_of(victim)
+        await attacker.transport._send_data(packet)
+        if counted:
+            await eventually(lambda n=before: _datapath.dropped_packets_of(victim) > n, 5, name)
+        assert await a.ping(b.self_id, timeout=5) > 0, name
+        assert await b.ping(a.self_id, timeout=5) > 0, name
+        assert victim._association_state == victim.State.ESTABLISHED, name
+        assert _datapath.dropped_packets_of(victim) == before + counted, name
+    await transfer(b, a, [1_000_000])
+    await transfer(a, b, [1_000_000])
 
 
 #: Runs of equal sizes, a shorter one ending a run, single ones, and a run longer than

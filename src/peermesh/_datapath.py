@@ -50,6 +50,13 @@ replacements keep the behaviour on the wire and make the common case cheap:
   short for its fields is dropped with a log line (aiortc's parser would let
   ``struct.error`` end the association), and a SACK's gap blocks are clamped to the TSNs
   actually sent.
+* **Malformed packets.** Every other packet is checked by
+  :mod:`peermesh._wire.sctp_guard` and its chunks handed to aiortc one by one: a chunk
+  that aiortc could not parse (and would let end the association, or loop on forever),
+  an INIT bundled with other chunks, an unknown chunk type whose high bits say "stop", a
+  SACK whose gap blocks are out of order or cover TSNs never sent — each is dropped with
+  what follows it in the packet, counted per transport (:func:`dropped_packets_of`) and
+  logged (the first per transport at INFO).
 * **Proof of life.** Every datagram from the peer that authenticates (a DTLS record that
   decrypts, an SRTP or SRTCP packet that unprotects) is counted per transport
   (:func:`proofs_of`); ``PeerLink`` reads the count for its liveness verdict
@@ -77,7 +84,9 @@ import sys
 import time
 from typing import Any
 
-__all__ = ["SACK_DELAY", "UDP_RECEIVE_BUFFER", "install", "proofs_of"]
+from peermesh._wire.sctp_guard import INIT, check_packet, gaps_problem
+
+__all__ = ["SACK_DELAY", "UDP_RECEIVE_BUFFER", "dropped_packets_of", "install", "proofs_of"]
 
 logger = logging.getLogger(__name__)
 
@@ -117,6 +126,7 @@ def install() -> None:
             (transport, "_get_inbound_stream"),
             (transport, "_reset_deferred_streams"),
             (transport, "_receive_sack_chunk"),
+            (transport, "_receive_chunk"),
             (transport, "_transmit"),
             (transport, "_t3_expired"),
             (transport, "_t3_start"),
@@ -189,7 +199,9 @@ def _patch_demux(protocol: Any) -> None:
 def _patch_sctp(transport: Any, sctp: Any) -> None:
     original_mark = transport._mark_received
     original_send_sack = transport._send_sack
-    original_handle = transport._handle_data
+    chunk_types = sctp.CHUNK_TYPES
+    sack_type = sctp.SackChunk
+    tsn_modulo = sctp.SCTP_TSN_MODULO
     tsn_plus_one = sctp.tsn_plus_one
     uint32_gt = sctp.uint32_gt
     last_frag = sctp.SCTP_DATA_LAST_FRAG
@@ -274,17 +286,17 @@ def _patch_sctp(transport: Any, sctp: Any) -> None:
         try:
             chunk = single_chunk(self, data)
         except ValueError as exc:
-            logger.debug("dropped an SCTP packet: %s", exc)
+            _dropped(self, str(exc))
             return
         if chunk is None:
             self._peermesh_handling = True
             try:
-                await original_handle(self, data)
+                await handle_packet(self, data)
             finally:
                 self._peermesh_handling = False
         elif chunk.type == data_type:
             await self._receive_data_chunk(chunk)
-        else:
+        elif sack_ok(self, chunk):
             await self._receive_sack_chunk(chunk)
         if not self._sack_needed:
             return
@@ -301,6 +313,47 @@ def _patch_sctp(transport: Any, sctp: Any) -> None:
         elif getattr(self, "_peermesh_sack_timer", None) is None:
             loop = asyncio.get_running_loop()
             self._peermesh_sack_timer = loop.call_later(SACK_DELAY, _sack_timer_fired, self)
+
+    async def handle_packet(self: Any, data: bytes) -> None:
+        # aiortc's own _handle_data, on chunks sctp_guard has checked: aiortc would raise
+        # out of a short body, loop forever on a parameter of length 0, or walk gap blocks
+        # without bound.
+        if len(data) < header:
+            _dropped(self, f"a {len(data)}-byte packet")
+            return
+        if int.from_bytes(data[8:12], "little") != crc32c(
+            data[0:8] + b"\x00\x00\x00\x00" + data[12:]
+        ):
+            _dropped(self, "a bad checksum")
+            return
+        checked = check_packet(data)
+        if checked.problem is not None:
+            _dropped(self, checked.problem)
+        chunks = checked.chunks
+        expected_tag = 0 if chunks and chunks[0].type == INIT else self._local_verification_tag
+        if int.from_bytes(data[4:8]) != expected_tag:
+            _dropped(self, "a wrong verification tag")
+            return
+        for checked_chunk in chunks:
+            chunk_class = chunk_types.get(checked_chunk.type)
+            if chunk_class is None:
+                continue
+            chunk = chunk_class(flags=checked_chunk.flags, body=checked_chunk.body)
+            if chunk_class is sack_type and not sack_ok(self, chunk):
+                continue
+            await self._receive_chunk(chunk)
+
+    def sack_ok(self: Any, chunk: Any) -> bool:
+        if not chunk.gaps:
+            return True
+        sent = self._sent_queue
+        highest = sent[-1].tsn if sent else self._last_sacked_tsn
+        outstanding = (highest - chunk.cumulative_tsn) % tsn_modulo
+        problem = gaps_problem(chunk.gaps, outstanding if outstanding < tsn_modulo // 2 else 0)
+        if problem is not None:
+            _dropped(self, f"a SACK with {problem}")
+            return False
+        return True
 
     async def _send_sack_unless_handling(self: Any) -> None:
         # Called by aiortc's own _handle_data at its end: deferred to our wrapper above.
@@ -732,6 +785,20 @@ def proofs_of(dtls_transport: Any) -> int | None:
     only meaningful while it grows."""
     records = getattr(dtls_transport, "_peermesh_records", None)
     return records.proofs if isinstance(records, _DtlsRecords) else None
+
+
+def dropped_packets_of(sctp_transport: Any) -> int:
+    """How many SCTP packets (or their tails) from the peer of ``sctp_transport`` were
+    dropped as malformed so far."""
+    count = getattr(sctp_transport, "_peermesh_dropped", 0)
+    return count if isinstance(count, int) else 0
+
+
+def _dropped(sctp_transport: Any, problem: str) -> None:
+    count = dropped_packets_of(sctp_transport) + 1
+    sctp_transport._peermesh_dropped = count
+    level = logging.INFO if count == 1 else logging.DEBUG
+    logger.log(level, "dropped a malformed SCTP packet (%d so far): %s", count, problem)
 
 
 def _log_failure(task: asyncio.Task[None]) -> None:
