@@ -305,3 +305,35 @@ async def test_a_transfer_uses_segmented_sends(join: JoinFactory) -> None:
     await transfer(a, b, [2 * 1024 * 1024])
     # 2 MiB is about 1900 DATA packets: most of them left in runs, several per call.
     assert _datapath._Segmenter.datagrams - before > 1000
+
+
+async def test_garbage_datagrams_on_the_connection_are_dropped(join: JoinFactory) -> None:
+    """Datagrams that are not valid STUN, DTLS or SRTP, sent by the peer over the ICE pair
+    the connection uses, are dropped; the connection carries on."""
+    a, b = await connected_pair(join)
+    victim = a._shared.links[b.self_id].pc.sctp
+    attacker = b._shared.links[a.self_id].pc.sctp
+    assert victim is not None
+    assert attacker is not None
+    ice = attacker.transport.transport._connection
+    record = bytes([23, 0xFE, 0xFD, 0, 1]) + bytes(6) + (40).to_bytes(2)
+    garbage = {
+        "STUN header only": bytes([0, 1, 0, 8]) + bytes(16),
+        "STUN with a bad attribute length": bytes([0, 1, 0, 8, 0x21, 0x12, 0xA4, 0x42])
+        + bytes(12)
+        + b"\x00\x06\xff\xff",
+        "DTLS record with a bad MAC": record + os.urandom(40),
+        "DTLS record longer than the datagram": record[:-2] + (9000).to_bytes(2) + bytes(8),
+        "DTLS handshake garbage": bytes([22, 0xFE, 0xFD]) + os.urandom(60),
+        "SRTP-looking garbage": bytes([0x80, 96]) + os.urandom(60),
+        "SRTCP-looking garbage": bytes([0x80, 200]) + os.urandom(60),
+        "unknown first byte": bytes([70]) + os.urandom(30),
+        "empty": b"",
+    }
+    for name, datagram in garbage.items():
+        for _ in range(20):
+            await ice.send(datagram)
+        assert await a.ping(b.self_id, timeout=5) > 0, name
+        assert await b.ping(a.self_id, timeout=5) > 0, name
+        assert victim._association_state == victim.State.ESTABLISHED, name
+    await transfer(b, a, [1_000_000])
