@@ -109,21 +109,18 @@ async def one_glare(medium: Medium, js: JsPeer, *, py_first: bool, stagger: floa
         assert {(f.width, f.height) for f in frames[-3:]} == {(320, 240)}
         await chromium_receives(js, py_id, 160, 120)
         assert py.left == []
-        # About one run in four, crossing offers cost the first handshake in Chromium (its
-        # @_hsready never arrives; the peers meet on the next connection 10 s later, which
-        # is what is checked above). Not yet explained: logged, not failed. Any other
-        # error fails.
+        # In a few runs (3 of 17 seen) one room loses its first handshake: Chromium admits
+        # us, but its @_hsready never reaches our room, so we time out and close; Chromium
+        # sees us leave, and the next connection 10 s later meets (checked above). Not yet
+        # explained: logged, not failed, and exactly that much is allowed — nothing else.
         lost = [e for e in py.errors if e.error.startswith("handshake timed out")]
         if lost:
             logger.warning("%s: first handshake lost in glare: %s", room_id, lost)
         assert [e for e in py.errors if e not in lost] == []
         await asyncio.gather(*adding)
-        assert not [
-            e
-            for e in js.history
-            if e["event"] == "peer-leave"
-            or (e["event"] == "join-error" and "handshake timed out" not in str(e))
-        ]
+        leaves = [e for e in js.history if e["event"] == "peer-leave"]
+        assert len(leaves) <= len(lost), leaves
+        assert not [e for e in js.history if e["event"] == "join-error"]
         assert not [e for e in js.history if "peer error" in e.get("text", "")]
 
         # Leaving after a good session is a clean close for Chromium: our data channel is
