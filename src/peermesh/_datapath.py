@@ -278,9 +278,9 @@ def _patch_sctp(transport: Any, sctp: Any) -> None:
             task.add_done_callback(_log_failure)
 
     async def _handle_data(self: Any, data: bytes) -> None:
-        # aiortc's handler sends a SACK after any packet that carried DATA. Run it (or, for
-        # a packet of one DATA or SACK chunk, our shortcut) with the SACK held back, then
-        # decide here whether it goes now or a little later.
+        # aiortc's handler sends a SACK after any packet that carried DATA. Ours (or, for
+        # a packet of one DATA or SACK chunk, the shortcut) does not: it is decided here
+        # whether one goes now or a little later.
         self._peermesh_sack_now = False
         misordered_before = bool(self._sack_misordered)
         try:
@@ -289,11 +289,7 @@ def _patch_sctp(transport: Any, sctp: Any) -> None:
             _dropped(self, str(exc))
             return
         if chunk is None:
-            self._peermesh_handling = True
-            try:
-                await handle_packet(self, data)
-            finally:
-                self._peermesh_handling = False
+            await handle_packet(self, data)
         elif chunk.type == data_type:
             await self._receive_data_chunk(chunk)
         elif sack_ok(self, chunk):
@@ -315,7 +311,8 @@ def _patch_sctp(transport: Any, sctp: Any) -> None:
             self._peermesh_sack_timer = loop.call_later(SACK_DELAY, _sack_timer_fired, self)
 
     async def handle_packet(self: Any, data: bytes) -> None:
-        # aiortc's own _handle_data, on chunks sctp_guard has checked: aiortc would raise
+        # aiortc's own _handle_data, without its SACK, on chunks sctp_guard has checked:
+        # aiortc would raise
         # out of a short body, loop forever on a parameter of length 0, or walk gap blocks
         # without bound.
         if len(data) < header:
@@ -327,13 +324,13 @@ def _patch_sctp(transport: Any, sctp: Any) -> None:
             _dropped(self, "a bad checksum")
             return
         checked = check_packet(data)
-        if checked.problem is not None:
-            _dropped(self, checked.problem)
         chunks = checked.chunks
         expected_tag = 0 if chunks and chunks[0].type == INIT else self._local_verification_tag
         if int.from_bytes(data[4:8]) != expected_tag:
             _dropped(self, "a wrong verification tag")
             return
+        if checked.problem is not None:
+            _dropped(self, checked.problem)
         for checked_chunk in chunks:
             chunk_class = chunk_types.get(checked_chunk.type)
             if chunk_class is None:
@@ -355,16 +352,10 @@ def _patch_sctp(transport: Any, sctp: Any) -> None:
             return False
         return True
 
-    async def _send_sack_unless_handling(self: Any) -> None:
-        # Called by aiortc's own _handle_data at its end: deferred to our wrapper above.
-        if getattr(self, "_peermesh_handling", False):
-            return
-        await _send_sack(self)
-
     transport._mark_received = _mark_received
     transport._receive_data_chunk = _receive_data_chunk
     transport._handle_data = _handle_data
-    transport._send_sack = _send_sack_unless_handling
+    transport._send_sack = _send_sack
 
 
 def _patch_sctp_sender(transport: Any, sctp: Any) -> None:
