@@ -48,8 +48,8 @@ replacements keep the behaviour on the wire and make the common case cheap:
   of them in a transfer) is checked — length, verification tag, CRC32c — and handed to
   its handler without aiortc's generic parser and dispatch. A chunk whose body is too
   short for its fields is dropped with a log line (aiortc's parser would let
-  ``struct.error`` end the association), and a SACK's gap blocks are clamped to the TSNs
-  actually sent.
+  ``struct.error`` end the association), and so is a SACK whose gap blocks overlap or
+  cover TSNs never sent.
 * **Malformed packets.** Every other packet is checked by
   :mod:`peermesh._wire.sctp_guard` and its chunks handed to aiortc one by one: a chunk
   that aiortc could not parse (and would let end the association, or loop on forever),
@@ -312,9 +312,8 @@ def _patch_sctp(transport: Any, sctp: Any) -> None:
 
     async def handle_packet(self: Any, data: bytes) -> None:
         # aiortc's own _handle_data, without its SACK, on chunks sctp_guard has checked:
-        # aiortc would raise
-        # out of a short body, loop forever on a parameter of length 0, or walk gap blocks
-        # without bound.
+        # aiortc would raise out of a short body, loop forever on a parameter of length 0,
+        # or walk gap blocks without bound.
         if len(data) < header:
             _dropped(self, f"a {len(data)}-byte packet")
             return
@@ -380,11 +379,10 @@ def _patch_sctp_sender(transport: Any, sctp: Any) -> None:
         cumulative = chunk.cumulative_tsn
         seen = set()
         highest_seen = cumulative
-        # A block can only cover TSNs we sent: after the cumulative TSN, the sent queue
-        # holds them all. Clamping keeps a peer's 65535-wide blocks from stalling the loop.
-        last = len(self._sent_queue)
+        # sack_ok has refused blocks that overlap or cover TSNs never sent: this walks
+        # at most the sent queue.
         for start, end in chunk.gaps:
-            for pos in range(start, min(end, last) + 1):
+            for pos in range(start, end + 1):
                 highest_seen = (cumulative + pos) % modulo
                 seen.add(highest_seen)
         done_bytes = 0

@@ -69,14 +69,20 @@ class PacketCheck:
     problem: str | None = None
 
 
-def _params_problem(body: bytes, at: int) -> str | None:
+def _params_problem(body: bytes, at: int, min_value: dict[int, int] | None = None) -> str | None:
+    """Why the TLV parameters from ``at`` on cannot be walked, or a value is shorter than
+    ``min_value`` asks for its type; ``None`` if all is well."""
     pos = at
     while pos < len(body):
         if len(body) - pos < 4:
             return "a truncated parameter header"
-        length = struct.unpack_from("!H", body, pos + 2)[0]
+        param_type, length = struct.unpack_from("!HH", body, pos)
         if length < 4 or pos + length > len(body):
             return f"a parameter length of {length}"
+        least = min_value.get(param_type) if min_value is not None else None
+        value = length - 4
+        if least is not None and (value < least or (param_type == 13 and value % 2)):
+            return f"a {value}-byte parameter of type {param_type}"
         pos += length + (-length % 4)
     return None
 
@@ -86,25 +92,14 @@ def _body_problem(kind: int, body: bytes) -> str | None:
         return f"a {len(body)}-byte body"
     if kind in PARAMS_AT:
         return _params_problem(body, PARAMS_AT[kind])
+    if kind == RECONFIG:
+        return _params_problem(body, 0, RECONFIG_MIN_VALUE)
     if kind == SACK:
         gaps, duplicates = struct.unpack_from("!HH", body, 8)
         if 12 + 4 * (gaps + duplicates) > len(body):
             return f"{gaps} gap blocks and {duplicates} duplicates in {len(body)} bytes"
-    elif kind == FORWARD_TSN:
-        if len(body) % 4:
-            return "a stream list of odd length"
-    elif kind == RECONFIG:
-        problem = _params_problem(body, 0)
-        if problem is not None:
-            return problem
-        pos = 0
-        while pos < len(body):
-            param_type, length = struct.unpack_from("!HH", body, pos)
-            least = RECONFIG_MIN_VALUE.get(param_type)
-            value = length - 4
-            if least is not None and (value < least or (param_type == 13 and value % 2)):
-                return f"a {value}-byte parameter of type {param_type}"
-            pos += length + (-length % 4)
+    elif kind == FORWARD_TSN and len(body) % 4:
+        return "a stream list of odd length"
     return None
 
 
