@@ -9,7 +9,15 @@ import os
 import pytest
 
 import peermesh
-from peermesh import JoinErrorEvent, PeerUnavailableError, RoomClosedError, UsageError
+from peermesh import (
+    JoinErrorEvent,
+    Limits,
+    PeerUnavailableError,
+    Room,
+    RoomClosedError,
+    UsageError,
+)
+from peermesh._limits import budget_for
 from peermesh._link import PeerLink
 from peermesh._wire import actions as wire
 from peermesh._wire.frames import encode_room_frame
@@ -252,15 +260,109 @@ async def test_malformed_frames_are_dropped_and_counted(join: JoinFactory) -> No
 
 
 async def test_oversized_message_is_dropped_and_room_keeps_working(join: JoinFactory) -> None:
-    a, b = await connected_pair(join)
-    b._reassembler = wire.Reassembler(max_message_size=100_000)
+    a_id, b_id = peer_ids(2)
+    a = await join(a_id)
+    b = await join(b_id, limits=Limits(max_message_size=100_000))
+    await eventually(lambda: b_id in a.get_peers() and a_id in b.get_peers(), 20, "pair")
     got: asyncio.Queue[object] = asyncio.Queue()
     b.make_action("big").on_message(lambda d, p, m: got.put_nowait(d))
     await a.make_action("big").send(b"x" * 200_000)
     await a.make_action("big").send(b"y" * 50_000)
     assert await asyncio.wait_for(got.get(), 5) == b"y" * 50_000
     assert b.counters.rejected_messages >= 1
-    assert b._reassembler.pending() == 0
+    assert budget_for(b.limits).held(a_id) == 0
+
+
+MiB = 1024 * 1024
+#: Small budgets for the memory tests (the defaults are 256 MiB and 128 MiB per peer).
+SMALL = Limits(memory_budget=8 * MiB, peer_memory=4 * MiB)
+
+
+async def _pair_with_limits(join: JoinFactory, limits: Limits) -> tuple[Room, Room]:
+    """``a`` and ``b`` connected; ``b`` (the receiver in these tests) runs with ``limits``."""
+    a_id, b_id = peer_ids(2)
+    a = await join(a_id)
+    b = await join(b_id, limits=limits)
+    await eventually(lambda: b_id in a.get_peers() and a_id in b.get_peers(), 20, "pair")
+    return a, b
+
+
+async def _flush(sender: Room, receiver: Room) -> None:
+    """Wait until everything ``sender`` sent before now has been handled by ``receiver``
+    (the data channel is ordered)."""
+    got = asyncio.Event()
+    receiver.make_action("flush").on_message(lambda d, p, m: got.set())
+    await sender.make_action("flush").send(None, receiver.self_id)
+    await asyncio.wait_for(got.wait(), 10)
+
+
+async def test_messages_held_for_an_unset_action_are_bounded_by_bytes(join: JoinFactory) -> None:
+    # Before: 256 messages of any size were held (16 GiB of 64 MiB messages), counted nowhere.
+    a, b = await _pair_with_limits(join, SMALL)
+    later = a.make_action("later")
+    for i in range(10):
+        await later.send(bytes([i]) * MiB, metadata={"i": i})
+    await _flush(a, b)
+    budget = budget_for(b.limits)
+    assert budget.held(a.self_id) <= SMALL.peer_memory
+    assert b.counters.unclaimed_dropped == 7
+    got: list[object] = []
+    b.make_action("later").on_message(lambda d, p, m: got.append(m["i"]))
+    await eventually(lambda: len(got) == 3, 5, "held messages")
+    assert got == [7, 8, 9]  # the newest are kept
+    assert budget.held(a.self_id) == 0
+
+
+async def test_json_that_would_not_fit_once_decoded_is_dropped(join: JoinFactory) -> None:
+    # Before: 300 KB of "[{},{},...]" was decoded into ~7.5 MB whatever the budget.
+    a, b = await _pair_with_limits(join, SMALL)
+    got: asyncio.Queue[object] = asyncio.Queue()
+    b.make_action("json").on_message(lambda d, p, m: got.put_nowait(d))
+    await a.make_action("json").send([{}] * 300_000)
+    await a.make_action("json").send({"still": "fine"})
+    assert await asyncio.wait_for(got.get(), 10) == {"still": "fine"}
+    assert b.counters.rejected_messages == 1
+    assert budget_for(b.limits).held() == 0
+
+
+async def test_oversized_media_announcements_are_dropped(join: JoinFactory) -> None:
+    # Before: 64 unmatched @_stream announcements of any size were kept per peer.
+    a, b = await _pair_with_limits(join, Limits(max_media_metadata=64 * 1024))
+    bulky = {"k": "key", "s": "stream", "m": [{}] * 30_000}  # ~90 KB, ~2 MB decoded
+    for _ in range(5):
+        await a._send_internal(wire.STREAM, bulky, b.self_id)
+    await a._send_internal(wire.STREAM, {"k": "key", "s": "stream", "m": "small"}, b.self_id)
+    await _flush(a, b)
+    assert b.counters.oversized_messages == 5
+    assert b._media.pending(a.self_id) == 1
+
+
+async def test_a_peer_over_its_fair_share_is_disconnected_and_the_others_keep_working(
+    join: JoinFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    limits = Limits(memory_budget=6 * MiB, peer_memory=4 * MiB)
+    flood_id, honest_id, receiver_id = peer_ids(3)
+    flood = await join(flood_id)
+    honest = await join(honest_id)
+    receiver = await join(receiver_id, limits=limits)
+    await eventually(lambda: len(receiver.get_peers()) == 2, 20, "three peers")
+    left: list[str] = []
+    receiver.on_peer_leave(left.append)
+    for i in range(4):  # held for an action nobody listens to: ~4 MiB, its whole cap
+        await flood.make_action("later").send(bytes([i]) * (MiB - 1024))
+    await _flush(flood, receiver)
+    assert budget_for(limits).held(flood_id) > 3 * MiB
+    for i in range(3):  # the honest peer's ~3 MiB do not fit next to the flood: it goes
+        await honest.make_action("later").send(bytes([i]) * (MiB - 1024))
+    await _flush(honest, receiver)
+    assert left == [flood_id]
+    assert receiver.counters.evicted_peers == 1
+    assert "fair share of the memory budget" in caplog.text
+    got: list[object] = []
+    receiver.make_action("later").on_message(lambda d, p, m: got.append((p, d[0])))
+    await eventually(lambda: len(got) == 3, 5, "the honest peer's messages")
+    assert got == [(honest_id, 0), (honest_id, 1), (honest_id, 2)]
+    assert budget_for(limits).held() == 0
 
 
 async def test_failing_callback_does_not_break_the_room(

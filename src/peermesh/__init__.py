@@ -11,6 +11,7 @@ from __future__ import annotations
 from ._default import join_room
 from ._events import ActionMessage, PeerJoined, PeerLeft, PeerStream, PeerTrack, RoomEvent
 from ._join import SELF_ID as self_id
+from ._limits import Limits
 from ._requests import RequestAction, RequestMany
 from ._room import Action, HandshakeHook, HandshakeReceive, HandshakeSend, JoinErrorEvent, Room
 from ._rpc import caller_id
@@ -44,6 +45,7 @@ __all__ = [
     "HandshakeReceive",
     "HandshakeSend",
     "JoinErrorEvent",
+    "Limits",
     "Mqtt",
     "Nostr",
     "PeerError",

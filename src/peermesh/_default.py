@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from ._ice import RtcConfigLike
 from ._join import Strategy, join
+from ._limits import Limits
 from ._room import HandshakeHook, Room
 from .errors import UsageError
 from .nostr import Nostr
@@ -26,6 +27,7 @@ async def join_room(
     passive: bool = False,
     on_peer_handshake: HandshakeHook | None = None,
     handshake_timeout: float | None = None,
+    limits: Limits | None = None,
     strategies: Sequence[Strategy] | None = None,
 ) -> Room:
     """Join ``room_id`` of ``app_id`` and return the room.
@@ -54,5 +56,6 @@ async def join_room(
         passive=passive,
         on_peer_handshake=on_peer_handshake,
         handshake_timeout=handshake_timeout,
+        limits=limits,
         strategies=strategies,
     )

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from ._ice import RtcConfigLike, normalise_ice_addresses, to_rtc_configuration
+from ._limits import DEFAULT_LIMITS, Limits
 from ._room import HANDSHAKE_TIMEOUT, HandshakeHook, Room
 from ._shared import shared_links
 from ._signalling import Signaller
@@ -41,6 +42,7 @@ async def join(
     passive: bool = False,
     on_peer_handshake: HandshakeHook | None = None,
     handshake_timeout: float | None = None,
+    limits: Limits | None = None,
 ) -> Room:
     """Join ``room_id`` of ``app_id`` as ``peer_id`` (default :data:`SELF_ID`), meeting
     peers through every one of ``strategies`` at once.
@@ -48,7 +50,8 @@ async def join(
     Joining a room this identity is already in returns that same room, as in Trystero.
     Raises :class:`UsageError` for an empty ``app_id``/``room_id`` or ``strategies``, a
     malformed ``peer_id``, ``rtc_config`` or ``ice_addresses``, a non-callable
-    ``on_peer_handshake`` or a non-positive ``handshake_timeout``.
+    ``on_peer_handshake``, a non-positive ``handshake_timeout`` or ``limits`` that is not a
+    :class:`Limits`.
     """
     if not strategies:
         raise UsageError("strategies must name at least one strategy")
@@ -69,6 +72,10 @@ async def join(
         handshake_timeout = HANDSHAKE_TIMEOUT
     elif not isinstance(handshake_timeout, int | float) or not handshake_timeout > 0:
         raise UsageError("handshake_timeout must be a positive number of seconds")
+    if limits is None:
+        limits = DEFAULT_LIMITS
+    elif not isinstance(limits, Limits):
+        raise UsageError("limits must be a peermesh.Limits value")
     configuration = to_rtc_configuration(rtc_config)
     addresses = normalise_ice_addresses(ice_addresses)
     shared = shared_links(self_id, app_id)
@@ -83,6 +90,7 @@ async def join(
         passive=bool(passive),
         on_peer_handshake=on_peer_handshake,
         handshake_timeout=float(handshake_timeout),
+        limits=limits,
     )
     existing = shared.rooms.get(room.token)
     if isinstance(existing, Room) and not existing.closed:

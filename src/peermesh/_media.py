@@ -941,6 +941,12 @@ class RoomMedia:
             else:
                 self._hold(self._pending_tracks, peer_id, meta)
 
+    def pending(self, peer_id: str) -> int:
+        """``@_stream`` and ``@_track`` announcements from ``peer_id`` waiting for a track."""
+        return len(self._pending_streams.get(peer_id, ())) + len(
+            self._pending_tracks.get(peer_id, ())
+        )
+
     def _hold(
         self, pending: dict[str, deque[wire.MediaMeta]], peer_id: str, meta: wire.MediaMeta
     ) -> None:

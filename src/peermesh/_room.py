@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 from aiortc import RTCConfiguration, RTCPeerConnection
 
 from ._events import DEFAULT_QUEUE_LIMIT, ActionMessage, EventQueue, PeerJoined, PeerLeft, RoomEvent
+from ._limits import DEFAULT_LIMITS, Limits, budget_for
 from ._link import PeerLink, wait_links_closed
 from ._media import RoomMedia
 from ._requests import DEFAULT_REQUEST_TIMEOUT, RequestAction, RequestManager
@@ -89,11 +90,12 @@ HANDSHAKE_TIMEOUT = 10.0
 PING_TIMEOUT = 10.0
 #: Time between sending ``@_leave`` and dropping the room's bindings (Trystero: 99 ms).
 LEAVE_GRACE = 0.099
-#: Messages kept for an action nobody listens to yet (per room, all actions together).
-MAX_UNCLAIMED_MESSAGES = 256
 #: Handshake messages a pending peer may queue before it is dropped.
 MAX_HANDSHAKE_INBOX = 16
 _MEDIA_ACTIONS = frozenset((wire.SIGNAL, wire.STREAM, wire.TRACK))
+#: Internal messages held until something else happens (an admission step, a track), so
+#: bounded by :attr:`Limits.max_media_metadata` (``@_signal`` has its own SDP bound).
+_BOUNDED_INTERNAL = frozenset((wire.HSDATA, wire.STREAM, wire.TRACK))
 #: Internal actions whose messages go through the reassembler (the others are one chunk).
 _REASSEMBLED_INTERNAL = frozenset((wire.HSDATA, wire.RESPONSE)) | _MEDIA_ACTIONS
 
@@ -115,7 +117,13 @@ class RoomCounters:
     malformed_chunks: int = 0
     rejected_messages: int = 0
     dropped_while_pending: int = 0
+    #: Messages held for an action nobody listened to, dropped to stay within
+    #: :attr:`Limits.max_unclaimed_messages` or the sender's share of the memory budget.
     unclaimed_dropped: int = 0
+    #: ``@_hsdata``/``@_stream``/``@_track`` messages over :attr:`Limits.max_media_metadata`.
+    oversized_messages: int = 0
+    #: Peers disconnected for holding more than their fair share of the memory budget.
+    evicted_peers: int = 0
     #: Messages on a request action without valid request metadata ``{"r": id}``.
     malformed_requests: int = 0
     #: ``@_response`` messages without valid metadata ``{"r": id}``.
@@ -303,6 +311,7 @@ class Room:
         handshake_timeout: float = HANDSHAKE_TIMEOUT,
         on_peer_handshake: HandshakeHook | None = None,
         passive: bool = False,
+        limits: Limits = DEFAULT_LIMITS,
     ) -> None:
         self.app_id = app_id
         self.room_id = room_id
@@ -323,8 +332,17 @@ class Room:
         self._prefix = room_frame_prefix(self.token)
         self._members: dict[str, _Member] = {}
         self._actions: dict[str, Action | RequestAction] = {}
+        self.limits = limits
+        self._budget = budget_for(limits)
+        self._budget.add_holder(self._evict)
         self._unclaimed: deque[wire.MessageReceived] = deque()
-        self._reassembler = wire.Reassembler()
+        self._reassembler = wire.Reassembler(
+            max_message_size=limits.max_message_size,
+            max_partial_per_peer=limits.max_partial_messages,
+            max_meta_size=limits.max_metadata_size,
+            budget=self._budget,
+            reclaim=self._reclaim,
+        )
         self._on_join: list[Callback] = []
         self._on_leave: list[Callback] = []
         self._on_join_error: list[Callback] = []
@@ -634,6 +652,7 @@ class Room:
         if self._closed:
             return
         self._closed = True
+        self._budget.remove_holder(self._evict)
         self._requests.close()
         for signaller in self._signallers:
             try:
@@ -651,6 +670,7 @@ class Room:
             self._forget(member, "room left")
         for queue in self._queues:
             queue.close()
+        self._release_unclaimed(lambda event: True)
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
@@ -1024,6 +1044,14 @@ class Room:
             return
         if event is None:
             return
+        if (
+            isinstance(event, wire.MessageReceived)
+            and name in _BOUNDED_INTERNAL
+            and event.size > self.limits.max_media_metadata
+        ):
+            self.counters.oversized_messages += 1
+            logger.debug("%r: dropped a %d-byte %s from %s", self, event.size, name, peer_id)
+            return
         if name == wire.HSDATA:
             if isinstance(event, wire.MessageReceived) and not member.active:
                 try:
@@ -1055,17 +1083,68 @@ class Room:
         self._hold(event)
 
     def _hold(self, event: wire.MessageReceived) -> None:
-        if len(self._unclaimed) >= MAX_UNCLAIMED_MESSAGES:
-            self._unclaimed.popleft()
-            self.counters.unclaimed_dropped += 1
-            logger.debug("%r: dropped the oldest message held for an unset action", self)
+        """Keep a message for an action nobody listens to yet, charged to its sender; the
+        oldest held messages go first (the sender's own when its share is what is full)."""
+        if len(self._unclaimed) >= self.limits.max_unclaimed_messages:
+            self._drop_unclaimed(self._unclaimed.popleft())
+        peer_id, size = event.peer_id, event.size
+        if not self._budget.charge(peer_id, size) and not (
+            self._reclaim(peer_id, size) and self._budget.charge(peer_id, size)
+        ):
+            self._drop_unclaimed(event, charged=False)
+            return
         self._unclaimed.append(event)
 
+    def _reclaim(self, peer_id: str, nbytes: int) -> bool:
+        """Drop the oldest messages ``peer_id`` sent for unset actions until ``nbytes`` more
+        fit in its share of the memory budget; whether they now do. Messages in progress,
+        and those somebody listens to, come before held ones."""
+        budget = self._budget
+        while budget.held(peer_id) + nbytes > budget.per_peer:
+            oldest = next((e for e in self._unclaimed if e.peer_id == peer_id), None)
+            if oldest is None:
+                return False
+            self._unclaimed.remove(oldest)
+            self._drop_unclaimed(oldest)
+        return True
+
+    def _drop_unclaimed(self, event: wire.MessageReceived, *, charged: bool = True) -> None:
+        if charged:
+            self._budget.release(event.peer_id, event.size)
+        self.counters.unclaimed_dropped += 1
+        logger.debug(
+            "%r: dropped a message from %s held for unset action %r",
+            self,
+            event.peer_id,
+            event.action_type,
+        )
+
+    def _release_unclaimed(
+        self, which: Callable[[wire.MessageReceived], bool]
+    ) -> list[wire.MessageReceived]:
+        """Take the held messages ``which`` selects out of the room, releasing their charge."""
+        taken = [e for e in self._unclaimed if which(e)]
+        if taken:
+            self._unclaimed = deque(e for e in self._unclaimed if not which(e))
+            for event in taken:
+                self._budget.release(event.peer_id, event.size)
+        return taken
+
     def _claim(self, name: str) -> list[wire.MessageReceived]:
-        claimed = [e for e in self._unclaimed if e.action_type == name]
-        if claimed:
-            self._unclaimed = deque(e for e in self._unclaimed if e.action_type != name)
-        return claimed
+        return self._release_unclaimed(lambda event: event.action_type == name)
+
+    def _evict(self, peer_id: str, reason: str) -> None:
+        """The memory budget disconnects ``peer_id``: release what this room holds for it
+        now, drop the peer from the room once the current input is handled."""
+        for event in self._release_unclaimed(lambda event: event.peer_id == peer_id):
+            self._drop_unclaimed(event, charged=False)
+        self._reassembler.drop_peer(peer_id)
+        member = self._members.get(peer_id)
+        if member is None:
+            return
+        self.counters.evicted_peers += 1
+        logger.warning("%r: disconnecting peer %s: %s", self, peer_id, reason)
+        asyncio.get_running_loop().call_soon(self._forget, member, reason)
 
     # -- tasks and callbacks ------------------------------------------------------------------
 

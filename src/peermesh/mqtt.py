@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from ._ice import RtcConfigLike
 from ._join import join, relay_urls_for
+from ._limits import Limits
 from ._room import HandshakeHook, Room
 from ._signalling import Signaller
 from ._signalling.mqtt import DEFAULT_MQTT_BROKERS, DEFAULT_REDUNDANCY, acquire_mqtt_relay
@@ -67,6 +68,7 @@ async def join_room(
     passive: bool = False,
     on_peer_handshake: HandshakeHook | None = None,
     handshake_timeout: float | None = None,
+    limits: Limits | None = None,
 ) -> Room:
     """Join ``room_id`` of ``app_id`` through MQTT brokers and return the room.
 
@@ -85,5 +87,6 @@ async def join_room(
         passive=passive,
         on_peer_handshake=on_peer_handshake,
         handshake_timeout=handshake_timeout,
+        limits=limits,
         strategies=[Mqtt(relay_urls, relay_redundancy)],
     )

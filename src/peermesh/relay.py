@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from ._ice import RtcConfigLike
 from ._join import join, relay_urls_for
+from ._limits import Limits
 from ._room import HandshakeHook, Room
 from ._signalling import Signaller
 from ._signalling.topic import TopicSignaller
@@ -57,6 +58,7 @@ async def join_room(
     passive: bool = False,
     on_peer_handshake: HandshakeHook | None = None,
     handshake_timeout: float | None = None,
+    limits: Limits | None = None,
 ) -> Room:
     """Join ``room_id`` of ``app_id`` through ws-relay servers and return the room.
 
@@ -76,5 +78,6 @@ async def join_room(
         passive=passive,
         on_peer_handshake=on_peer_handshake,
         handshake_timeout=handshake_timeout,
+        limits=limits,
         strategies=[WsRelay(relay_urls)],
     )

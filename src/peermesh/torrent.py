@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from ._ice import RtcConfigLike
 from ._join import join, relay_urls_for
+from ._limits import Limits
 from ._room import HandshakeHook, Room
 from ._signalling import Signaller
 from ._signalling.torrent import DEFAULT_REDUNDANCY, DEFAULT_TRACKER_URLS, TorrentSignaller
@@ -67,6 +68,7 @@ async def join_room(
     passive: bool = False,
     on_peer_handshake: HandshakeHook | None = None,
     handshake_timeout: float | None = None,
+    limits: Limits | None = None,
 ) -> Room:
     """Join ``room_id`` of ``app_id`` through WebTorrent trackers and return the room.
 
@@ -88,6 +90,8 @@ async def join_room(
             :data:`peermesh.HandshakeHook`. Raising rejects the peer.
         handshake_timeout: seconds a peer has to finish the admission handshake
             (default 10, as Trystero's ``handshakeTimeoutMs``).
+        limits: caps on what peers can make this room hold (:class:`peermesh.Limits`;
+            default ``Limits()``). Rooms joined with equal limits share one memory budget.
 
     Returns promptly even when no tracker is reachable: trackers are contacted (and
     retried with backoff) in the background. Raises :class:`~peermesh.errors.UsageError`
@@ -103,5 +107,6 @@ async def join_room(
         passive=passive,
         on_peer_handshake=on_peer_handshake,
         handshake_timeout=handshake_timeout,
+        limits=limits,
         strategies=[Torrent(relay_urls, relay_redundancy)],
     )

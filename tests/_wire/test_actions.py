@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import math
 import random
+import tracemalloc
 from dataclasses import dataclass
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from peermesh._limits import MemoryBudget
 from peermesh._wire.actions import (
     HEADER_SIZE,
     HSDATA,
@@ -38,6 +40,7 @@ from peermesh._wire.actions import (
     ReceiveProgress,
     chunk_count,
     decode_payload,
+    decoded_size,
     encode_action_type,
     encode_metadata,
     encode_payload,
@@ -584,13 +587,13 @@ def test_reassembler_buffer_limit_per_peer() -> None:
     r = Reassembler(max_buffered_per_peer=40000)
     r.feed("p", a[0])
     r.feed("p", b[0])
-    with pytest.raises(ProtocolError, match="buffer"):
+    with pytest.raises(ProtocolError, match="memory budget"):
         r.feed("p", a[1])  # would hold 3 x 16348 bytes
     assert r.pending("p") == 1
     assert r.buffered("p") == MAX_CHUNK_PAYLOAD
     c = parsed_for("file", 2, bytes(40000))
     assert isinstance(r.feed("p", c[0]), ReceiveProgress)
-    with pytest.raises(ProtocolError, match="buffer"):
+    with pytest.raises(ProtocolError, match="memory budget"):
         r.feed("p", c[1])
     assert r.feed("p", a[2]) is None
     assert isinstance(r.feed("p", b[1]), ReceiveProgress)
@@ -598,6 +601,101 @@ def test_reassembler_buffer_limit_per_peer() -> None:
     assert r.feed("p", c[2]) is None
     assert r.poisoned("p") == 0
     assert r.buffered() == 0
+
+
+def test_metadata_of_a_partial_message_counts_toward_the_budget() -> None:
+    # Before: metadata counted 0 bytes, so 64 KiB "[{},{},...]" metadata (~1.5 MB decoded)
+    # per partial message was free.
+    meta = [{}] * 20000  # 60 KiB of JSON, ~1.5 MB once decoded
+    chunks = parsed_for("file", 0, bytes(40000), meta)
+    r = Reassembler()
+    assert isinstance(r.feed("p", chunks[0]), ReceiveProgress)
+    assert r.buffered("p") >= 20000 * 64
+    for chunk in chunks[1:]:
+        r.feed("p", chunk)
+    assert r.buffered() == 0
+
+    small = Reassembler(max_buffered_per_peer=1024 * 1024)
+    with pytest.raises(ProtocolError, match="memory budget"):
+        small.feed("p", chunks[0])
+    assert all(small.feed("p", chunk) is None for chunk in chunks[1:])
+    assert (small.pending(), small.buffered(), small.poisoned("p")) == (0, 0, 0)
+
+
+def test_json_that_would_not_fit_once_decoded_is_refused_before_decoding() -> None:
+    budget = MemoryBudget(2**40, 4 * 1024 * 1024)
+    r = Reassembler(budget=budget)
+    bomb = parsed_for("data", 0, [{}] * 100_000)  # 300 KB of JSON, ~7.5 MB decoded
+    for chunk in bomb[:-1]:
+        assert isinstance(r.feed("p", chunk), ReceiveProgress)
+    with pytest.raises(ProtocolError, match="memory budget"):
+        r.feed("p", bomb[-1])
+    assert (r.buffered(), budget.held()) == (0, 0)
+    # The same bytes as binary, and ordinary JSON, still go through; their size is reported.
+    (binary,) = [r.feed("p", c) for c in parsed_for("data", 1, b"[{}]" * 25_000)][-1:]
+    assert isinstance(binary, MessageReceived)
+    assert binary.size >= 100_000
+    (doc,) = [r.feed("p", c) for c in parsed_for("data", 2, {"a": list(range(1000))})][-1:]
+    assert isinstance(doc, MessageReceived)
+    assert doc.size >= 1000 * 28
+
+
+def test_reassemblers_sharing_a_budget_charge_one_peer_once_across_rooms() -> None:
+    budget = MemoryBudget(2**40, 40000)
+    rooms = [Reassembler(budget=budget), Reassembler(budget=budget)]
+    a, b = parsed_for("file", 0, bytes(40000)), parsed_for("file", 0, bytes(40000))
+    rooms[0].feed("p", a[0])
+    rooms[0].feed("p", a[1])
+    with pytest.raises(ProtocolError, match="memory budget"):
+        rooms[1].feed("p", b[0])  # "p" already holds 2 x 16348 bytes in the other room
+    assert isinstance(rooms[1].feed("q", b[0]), ReceiveProgress)  # another peer is not held up
+    rooms[0].drop_peer("p")
+    assert budget.held("p") == 0
+    assert budget.held() == MAX_CHUNK_PAYLOAD
+
+
+JSON_SHAPES = {
+    "empty objects": [{}] * 20000,
+    "empty arrays": [[]] * 20000,
+    "nested arrays": [[[]]] * 20000,
+    "small objects": [{"a": 1}] * 20000,
+    "distinct keys": [{f"k{i}": 1} for i in range(20000)],
+    "one wide object": {str(i): [] for i in range(20000)},
+    "large ints": [1000 + i for i in range(20000)],
+    "floats": [1.5] * 20000,
+    "short strings": ["ab"] * 20000,
+    "records": [{"name": f"n{i}", "age": 30, "tags": ["a", "b"], "x": 1.5} for i in range(5000)],
+    "latin-1 text": "é" * 20000,
+    "wide text": "\u0100" * 20000,
+    "astral text": "a😀" * 20000,
+    "astral at the end": "a" * 80000 + "😀",
+}
+
+
+@pytest.mark.parametrize("shape", JSON_SHAPES)
+def test_decoded_size_is_not_below_what_decoding_allocates(shape: str) -> None:
+    value = JSON_SHAPES[shape]
+    kind, data = PayloadKind.JSON, encode_payload([value])[1]
+    tracemalloc.start()
+    try:
+        decode_payload(kind, data)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    estimate = decoded_size(kind, data)
+    assert peak <= estimate <= 3 * peak + 1024
+
+
+@pytest.mark.parametrize("text", ["plain ascii", "Latin-1: é", "wide: Ā", "astral: 😀"])
+def test_decoded_size_of_text_covers_decoding_it(text: str) -> None:
+    kind, data = encode_payload(text * 1000)
+    tracemalloc.start()
+    try:
+        decode_payload(kind, data)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak <= decoded_size(kind, data)
 
 
 @pytest.mark.parametrize("bad_meta", [b"{not json", b"\xff\xfe", b"NaN", b""])

@@ -23,12 +23,14 @@ from __future__ import annotations
 import enum
 import json
 import logging
+import re
 import struct
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Final
 
+from peermesh._limits import MemoryBudget
 from peermesh._wire.jscompat import js_round, utf8_encode
 from peermesh.errors import ProtocolError, UsageError
 
@@ -60,6 +62,7 @@ __all__ = [
     "ReceiveProgress",
     "chunk_count",
     "decode_payload",
+    "decoded_size",
     "encode_action_type",
     "encode_metadata",
     "encode_payload",
@@ -194,6 +197,54 @@ def _decode_json(data: bytes | memoryview, what: str) -> object:
         return json.loads(text, parse_constant=_reject_constant)
     except (ValueError, RecursionError) as exc:
         raise ProtocolError(f"{what} is not valid JSON") from exc
+
+
+_ASTRAL = re.compile(rb"[\xf0-\xff]")  # lead bytes of 4-byte UTF-8 sequences
+_WIDE = re.compile(rb"[\xc4-\xef]")  # lead bytes of characters above U+00FF
+#: Upper bounds, measured on CPython 3.11 (64-bit), of what one structural character of JSON
+#: text can add to the decoded value: an object or array (with its slot in its container),
+#: a further element, a further member (a new key string and the dict's growth).
+_JSON_OPEN_COST = 72
+_JSON_COMMA_COST = 64
+_JSON_COLON_COST = 160
+_OBJECT_OVERHEAD = 256
+
+
+def _text_size(data: bytes) -> int:
+    """Peak bytes of decoding UTF-8 ``data`` to a ``str`` (measured on CPython 3.11): the
+    result takes 1, 2 or 4 bytes per character, decided by its widest one, and the decoder
+    widens its buffer as it meets wider characters."""
+    if data.isascii():
+        factor = 1
+    elif _ASTRAL.search(data):
+        factor = 9
+    elif _WIDE.search(data):
+        factor = 4
+    else:
+        factor = 2
+    return factor * len(data) + _OBJECT_OVERHEAD
+
+
+def decoded_size(kind: PayloadKind, data: bytes | memoryview) -> int:
+    """An upper estimate of the bytes the value :func:`decode_payload` makes of ``data`` will
+    hold, computed without decoding it (a few passes of C code over the bytes).
+
+    JSON text may grow more than 20× when decoded (``[{},{},…]``); the estimate counts the
+    structural characters, including those inside strings, so it may exceed the real size
+    (about 2-3× for ordinary documents) but not fall below it.
+    """
+    if kind is PayloadKind.BINARY:
+        return len(data) + _OBJECT_OVERHEAD
+    raw = data if type(data) is bytes else bytes(data)
+    size = _text_size(raw)
+    if kind is PayloadKind.JSON:
+        count = raw.count
+        size += (
+            _JSON_OPEN_COST * (count(b"{") + count(b"["))
+            + _JSON_COMMA_COST * count(b",")
+            + _JSON_COLON_COST * count(b":")
+        )
+    return size
 
 
 def decode_payload(kind: PayloadKind, data: bytes | memoryview) -> object:
@@ -400,6 +451,8 @@ class MessageReceived:
     ``progress`` is the last chunk's progress byte / 255 (1.0 from any Trystero sender), so
     a caller mirroring Trystero's ``onReceiveProgress`` can report it from this event.
     ``metadata`` is ``None`` both for "no metadata" and for JSON ``null`` metadata.
+    ``size`` estimates the bytes ``data`` and ``metadata`` hold (see :func:`decoded_size`):
+    what holding this message costs the sender's budget.
     """
 
     peer_id: str
@@ -409,18 +462,20 @@ class MessageReceived:
     data: object
     metadata: object | None
     progress: float = 1.0
+    size: int = field(default=0, compare=False)
 
 
 class _Partial:
     """A message being reassembled (internal, mutable)."""
 
-    __slots__ = ("kind", "metadata", "parts", "size")
+    __slots__ = ("kind", "meta_size", "metadata", "parts", "size")
 
-    def __init__(self, kind: PayloadKind, metadata: object | None) -> None:
+    def __init__(self, kind: PayloadKind, metadata: object | None, meta_size: int) -> None:
         self.kind = kind
         self.metadata = metadata
+        self.meta_size = meta_size
         self.parts: list[bytes | memoryview] = []
-        self.size = 0
+        self.size = 0  # payload bytes in ``parts``
 
 
 _Key = tuple[str, int]
@@ -440,7 +495,14 @@ class Reassembler:
     - ``max_partial_per_peer``: messages in progress per peer. A chunk that would start one
       more is **rejected** (older transfers are kept intact, the newest loses);
     - ``max_meta_size``: bytes of one metadata JSON;
-    - ``max_buffered_per_peer``: payload bytes held across one peer's partial messages.
+    - ``budget``: what a peer's partial messages hold (payload bytes, plus the
+      :func:`decoded_size` of their metadata) is charged to the peer in this
+      :class:`~peermesh._limits.MemoryBudget`, and a completed text or JSON message is
+      decoded only if its :func:`decoded_size` fits the budget too (it is not charged: the
+      caller charges what it keeps). Without a ``budget``, a private one caps each peer at
+      ``max_buffered_per_peer`` bytes. When a charge is refused, ``reclaim(peer_id,
+      nbytes)`` (if given) may free what else the caller holds for the peer and return
+      whether ``nbytes`` now fit; the charge is then tried once more.
 
     When a message is rejected before its last chunk, its key is remembered as *poisoned*
     (at most ``max_poisoned_per_peer`` keys per peer, oldest forgotten first): its remaining
@@ -456,7 +518,8 @@ class Reassembler:
     The reassembler keeps references to chunk payload views instead of copying them; a
     view of a writable buffer, or one that would pin a buffer more than twice its size, is
     copied. Joins happen once per message. After any exception its state is consistent.
-    Call :meth:`drop_peer` when a peer leaves. Not thread-safe; no I/O, no clock.
+    Call :meth:`drop_peer` when a peer leaves (it releases the peer's charges). Not
+    thread-safe; no I/O, no clock.
     """
 
     def __init__(
@@ -467,6 +530,8 @@ class Reassembler:
         max_meta_size: int = 64 * 1024,
         max_buffered_per_peer: int = 128 * 1024 * 1024,
         max_poisoned_per_peer: int = 256,
+        budget: MemoryBudget | None = None,
+        reclaim: Callable[[str, int], bool] | None = None,
     ) -> None:
         """Raises :class:`UsageError` if a limit is not a positive integer."""
         for name, value in (
@@ -481,10 +546,11 @@ class Reassembler:
         self._max_message_size = max_message_size
         self._max_partials = max_partial_per_peer
         self._max_meta_size = max_meta_size
-        self._max_buffered = max_buffered_per_peer
         self._max_poisoned = max_poisoned_per_peer
+        self._budget = budget or MemoryBudget(2**62, max_buffered_per_peer)
+        self._reclaim = reclaim
         self._partials: dict[str, dict[_Key, _Partial]] = {}
-        self._buffered: dict[str, int] = {}
+        self._buffered: dict[str, int] = {}  # what this reassembler charged, per peer
         self._poisoned: dict[str, dict[_Key, None]] = {}
         self._total = 0
 
@@ -497,7 +563,8 @@ class Reassembler:
         return len(self._partials.get(peer_id, ()))
 
     def buffered(self, peer_id: str | None = None) -> int:
-        """Payload bytes held in partial messages, for one peer or for all peers."""
+        """Bytes charged for partial messages (payload and decoded metadata), for one peer
+        or for all peers."""
         if peer_id is None:
             return sum(self._buffered.values())
         return self._buffered.get(peer_id, 0)
@@ -513,13 +580,14 @@ class Reassembler:
         partials = self._partials.pop(peer_id, None)
         if partials:
             self._total -= len(partials)
-        self._buffered.pop(peer_id, None)
+        self._budget.release(peer_id, self._buffered.pop(peer_id, 0))
         self._poisoned.pop(peer_id, None)
 
     def clear(self) -> None:
         """Forget every peer."""
+        for peer_id in list(self._buffered):
+            self.drop_peer(peer_id)
         self._partials.clear()
-        self._buffered.clear()
         self._poisoned.clear()
         self._total = 0
 
@@ -542,7 +610,7 @@ class Reassembler:
         partial = None if peer_partials is None else peer_partials.get(key)
         if partial is None:
             return self._start(peer_id, key, chunk, peer_partials)
-        return self._continue(peer_id, key, chunk, partial, peer_partials)
+        return self._continue(peer_id, key, chunk, partial)
 
     # ------------------------------------------------------------------ internals
 
@@ -556,24 +624,47 @@ class Reassembler:
         logger.debug("dropping message %s#%d from %s: %s", key[0], key[1], peer_id, reason)
         return ProtocolError(f"action {key[0]!r} nonce {key[1]} from {peer_id}: {reason}")
 
+    def _charge(self, peer_id: str, nbytes: int) -> bool:
+        budget = self._budget
+        if not budget.charge(peer_id, nbytes) and not (
+            self._reclaim is not None
+            and self._reclaim(peer_id, nbytes)
+            and budget.charge(peer_id, nbytes)
+        ):
+            return False
+        self._buffered[peer_id] = self._buffered.get(peer_id, 0) + nbytes
+        return True
+
     def _remove(self, peer_id: str, key: _Key, partial: _Partial) -> None:
-        peer_partials = self._partials[peer_id]
-        del peer_partials[key]
+        """Drop ``partial`` and release its charge (a no-op if its peer was dropped)."""
+        peer_partials = self._partials.get(peer_id)
+        if peer_partials is None or peer_partials.pop(key, None) is not partial:
+            return
         self._total -= 1
-        remaining = self._buffered[peer_id] - partial.size
-        if peer_partials:
+        if not peer_partials:
+            del self._partials[peer_id]
+        charged = partial.size + partial.meta_size
+        self._budget.release(peer_id, charged)
+        remaining = self._buffered.get(peer_id, 0) - charged
+        if remaining > 0:
             self._buffered[peer_id] = remaining
         else:
-            del self._partials[peer_id]
-            del self._buffered[peer_id]
+            self._buffered.pop(peer_id, None)
 
     def _complete(
         self,
         peer_id: str,
+        key: _Key,
         chunk: ActionChunk,
         data: bytes | memoryview,
         metadata: object | None,
+        meta_size: int,
     ) -> MessageReceived:
+        size = decoded_size(chunk.kind, data)
+        if chunk.kind is not PayloadKind.BINARY and not self._budget.fits(peer_id, size):
+            raise self._reject(
+                peer_id, key, chunk, f"decoding it (~{size} bytes) would exceed the memory budget"
+            )
         value = decode_payload(chunk.kind, data)
         return MessageReceived(
             peer_id,
@@ -583,6 +674,7 @@ class Reassembler:
             value,
             metadata,
             chunk.progress / _PROGRESS_MAX,
+            size + meta_size,
         )
 
     @staticmethod
@@ -609,47 +701,42 @@ class Reassembler:
         payload = chunk.payload
         size = len(payload)
         metadata: object | None = None
+        meta_size = 0
         if chunk.is_meta:
             if size > self._max_meta_size:
                 raise self._reject(peer_id, key, chunk, f"metadata of {size} bytes is too large")
+            meta_size = decoded_size(PayloadKind.JSON, payload)
+            if not self._budget.fits(peer_id, meta_size):
+                raise self._reject(peer_id, key, chunk, "its metadata exceeds the memory budget")
             try:
                 metadata = _decode_json(payload, "metadata")
             except ProtocolError as exc:
                 raise self._reject(peer_id, key, chunk, str(exc)) from exc
             if chunk.last:  # empty payload with metadata: a one-chunk message
-                return self._complete(peer_id, chunk, _EMPTY, metadata)
+                return self._complete(peer_id, key, chunk, _EMPTY, metadata, meta_size)
             size = 0
         elif size > self._max_message_size:
             raise self._reject(peer_id, key, chunk, "message exceeds the size limit")
         elif chunk.last:  # the common one-chunk message: no state at all
-            return self._complete(peer_id, chunk, payload, None)
+            return self._complete(peer_id, key, chunk, payload, None, 0)
 
         if peer_partials is not None and len(peer_partials) >= self._max_partials:
             raise self._reject(peer_id, key, chunk, "too many partial messages from this peer")
-        buffered = self._buffered.get(peer_id, 0)
-        if buffered + size > self._max_buffered:
-            raise self._reject(peer_id, key, chunk, "peer's reassembly buffer is full")
+        if not self._charge(peer_id, size + meta_size):
+            raise self._reject(peer_id, key, chunk, "peer's share of the memory budget is full")
 
-        partial = _Partial(chunk.kind, metadata)
+        partial = _Partial(chunk.kind, metadata, meta_size)
         if size:
             partial.parts.append(self._keep(payload))
             partial.size = size
-        if peer_partials is None:
-            peer_partials = self._partials[peer_id] = {}
-        peer_partials[key] = partial
-        self._buffered[peer_id] = buffered + size
+        self._partials.setdefault(peer_id, {})[key] = partial
         self._total += 1
         return ReceiveProgress(
             peer_id, chunk.action_type, chunk.nonce, chunk.progress / _PROGRESS_MAX, metadata
         )
 
     def _continue(
-        self,
-        peer_id: str,
-        key: _Key,
-        chunk: ActionChunk,
-        partial: _Partial,
-        peer_partials: dict[_Key, _Partial] | None,
+        self, peer_id: str, key: _Key, chunk: ActionChunk, partial: _Partial
     ) -> ReceiveProgress | MessageReceived:
         payload = chunk.payload
         size = len(payload)
@@ -660,8 +747,8 @@ class Reassembler:
             reason = f"payload kind changed from {partial.kind.value} to {chunk.kind.value}"
         elif partial.size + size > self._max_message_size:
             reason = "message exceeds the size limit"
-        elif self._buffered[peer_id] + size > self._max_buffered:
-            reason = "peer's reassembly buffer is full"
+        elif not chunk.last and size and not self._charge(peer_id, size):
+            reason = "peer's share of the memory budget is full"
         if reason is not None:
             self._remove(peer_id, key, partial)
             raise self._reject(peer_id, key, chunk, reason)
@@ -672,12 +759,11 @@ class Reassembler:
             if size:
                 parts.append(payload)
             data: bytes | memoryview = parts[0] if len(parts) == 1 else _EMPTY.join(parts)
-            return self._complete(peer_id, chunk, data, partial.metadata)
+            return self._complete(peer_id, key, chunk, data, partial.metadata, partial.meta_size)
 
         if size:
             partial.parts.append(self._keep(payload))
             partial.size += size
-            self._buffered[peer_id] += size
         return ReceiveProgress(
             peer_id,
             chunk.action_type,
