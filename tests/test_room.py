@@ -259,6 +259,29 @@ async def test_malformed_frames_are_dropped_and_counted(join: JoinFactory) -> No
     assert a.self_id in b.get_peers()
 
 
+async def test_a_peer_that_keeps_sending_garbage_is_disconnected(
+    join: JoinFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    a, b = await _pair_with_limits(join, Limits(max_malformed_inputs=20))
+    left: list[str] = []
+    b.on_peer_leave(left.append)
+    link = a._members[b.self_id].link
+    truncated = encode_room_frame(a.token, b"\x00" * 10)
+    bad_json = encode_room_frame(a.token, wire.encode_action_type("x") + b"\x00\x01\x09\xff{")
+    for _ in range(9):
+        assert link.send_nowait(truncated)
+        assert link.send_nowait(bad_json)
+    await _flush(a, b)
+    assert (b.counters.malformed_chunks, b.counters.rejected_messages, left) == (9, 9, [])
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len([w for w in warnings if "dropped a malformed" in w]) == 2  # once per kind
+    link.send_nowait(truncated)
+    link.send_nowait(truncated)
+    await eventually(lambda: left == [a.self_id], 5, "the garbage sender disconnected")
+    assert b.counters.malformed_peers == 1
+    assert "it sent 20 malformed inputs" in caplog.text
+
+
 async def test_oversized_message_is_dropped_and_room_keeps_working(join: JoinFactory) -> None:
     a_id, b_id = peer_ids(2)
     a = await join(a_id)

@@ -56,6 +56,10 @@ class Limits:
     """Decoded-size estimate of one ``@_stream``/``@_track`` announcement or handshake
     message (``@_hsdata``); larger ones are dropped."""
 
+    max_malformed_inputs: int = 100
+    """Malformed inputs (chunks, messages, media signals, requests) a peer may send before
+    it is disconnected; each is dropped and counted, the first of each kind logged."""
+
     def __post_init__(self) -> None:
         for field in fields(self):
             value = getattr(self, field.name)

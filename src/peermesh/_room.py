@@ -124,6 +124,8 @@ class RoomCounters:
     oversized_messages: int = 0
     #: Peers disconnected for holding more than their fair share of the memory budget.
     evicted_peers: int = 0
+    #: Peers disconnected for sending :attr:`Limits.max_malformed_inputs` malformed inputs.
+    malformed_peers: int = 0
     #: Messages on a request action without valid request metadata ``{"r": id}``.
     malformed_requests: int = 0
     #: ``@_response`` messages without valid metadata ``{"r": id}``.
@@ -159,6 +161,9 @@ class _Member:
     )
     pings: deque[asyncio.Future[float]] = field(default_factory=deque)
     handshake: asyncio.Task[None] | None = None
+    #: Malformed inputs received from the peer, and the kinds already logged.
+    malformed: int = 0
+    malformed_logged: set[str] = field(default_factory=set)
     #: Moved from a replaced connection while active: the app already sees the peer, so
     #: passing the handshake again is silent, and failing it is a leave.
     resumed: bool = False
@@ -1007,7 +1012,7 @@ class Room:
             chunk = wire.parse_chunk(data)
         except ProtocolError as exc:
             self.counters.malformed_chunks += 1
-            logger.debug("%r: malformed chunk from %s: %s", self, peer_id, exc)
+            self._malformed(member, "action chunk", exc)
             return
         name = chunk.action_type
         internal = name.startswith(wire.INTERNAL_PREFIX)
@@ -1038,9 +1043,13 @@ class Room:
             return
         try:
             event = self._reassembler.feed(peer_id, chunk)
-        except ProtocolError as exc:
+        except wire.LimitExceeded as exc:
             self.counters.rejected_messages += 1
             logger.debug("%r: dropped a message from %s: %s", self, peer_id, exc)
+            return
+        except ProtocolError as exc:
+            self.counters.rejected_messages += 1
+            self._malformed(member, "message", exc)
             return
         if event is None:
             return
@@ -1069,7 +1078,7 @@ class Room:
                     self._media.receive(name, peer_id, event.data)
                 except ProtocolError as exc:
                     self.counters.malformed_media += 1
-                    logger.debug("%r: dropped %s from %s: %s", self, name, peer_id, exc)
+                    self._malformed(member, name, exc)
             return
         action = self._actions.get(name)
         if isinstance(event, wire.ReceiveProgress):
@@ -1081,6 +1090,25 @@ class Room:
             if action._deliver(event):
                 return
         self._hold(event)
+
+    def _malformed(self, member: _Member, kind: str, error: Exception) -> None:
+        """``member`` sent input that breaks the protocol (it was dropped and counted): log
+        the first of each kind per peer, and disconnect a peer that keeps at it."""
+        member.malformed += 1
+        if kind not in member.malformed_logged:
+            member.malformed_logged.add(kind)
+            logger.warning(
+                "%r: dropped a malformed %s from %s: %s", self, kind, member.peer_id, error
+            )
+        else:
+            logger.debug(
+                "%r: dropped a malformed %s from %s: %s", self, kind, member.peer_id, error
+            )
+        if member.malformed >= self.limits.max_malformed_inputs:
+            reason = f"it sent {member.malformed} malformed inputs"
+            logger.warning("%r: disconnecting peer %s: %s", self, member.peer_id, reason)
+            self.counters.malformed_peers += 1
+            self._forget(member, reason)
 
     def _hold(self, event: wire.MessageReceived) -> None:
         """Keep a message for an action nobody listens to yet, charged to its sender; the

@@ -56,6 +56,7 @@ __all__ = [
     "TRACK",
     "TYPE_FIELD_SIZE",
     "ActionChunk",
+    "LimitExceeded",
     "MessageReceived",
     "PayloadKind",
     "Reassembler",
@@ -465,6 +466,11 @@ class MessageReceived:
     size: int = field(default=0, compare=False)
 
 
+class LimitExceeded(ProtocolError):
+    """A well-formed message the reassembler refused because it breaks a limit (size,
+    messages in progress, the memory budget), not the format."""
+
+
 class _Partial:
     """A message being reassembled (internal, mutable)."""
 
@@ -614,15 +620,19 @@ class Reassembler:
 
     # ------------------------------------------------------------------ internals
 
-    def _reject(self, peer_id: str, key: _Key, chunk: ActionChunk, reason: str) -> ProtocolError:
-        """Poison ``key`` unless ``chunk`` ends its message; return the error to raise."""
+    def _reject(
+        self, peer_id: str, key: _Key, chunk: ActionChunk, reason: str, *, limit: bool = False
+    ) -> ProtocolError:
+        """Poison ``key`` unless ``chunk`` ends its message; return the error to raise
+        (:class:`LimitExceeded` when ``limit``)."""
         if not chunk.last:
             poisoned = self._poisoned.setdefault(peer_id, {})
             if len(poisoned) >= self._max_poisoned:
                 del poisoned[next(iter(poisoned))]
             poisoned[key] = None
         logger.debug("dropping message %s#%d from %s: %s", key[0], key[1], peer_id, reason)
-        return ProtocolError(f"action {key[0]!r} nonce {key[1]} from {peer_id}: {reason}")
+        error = LimitExceeded if limit else ProtocolError
+        return error(f"action {key[0]!r} nonce {key[1]} from {peer_id}: {reason}")
 
     def _charge(self, peer_id: str, nbytes: int) -> bool:
         budget = self._budget
@@ -663,7 +673,11 @@ class Reassembler:
         size = decoded_size(chunk.kind, data)
         if chunk.kind is not PayloadKind.BINARY and not self._budget.fits(peer_id, size):
             raise self._reject(
-                peer_id, key, chunk, f"decoding it (~{size} bytes) would exceed the memory budget"
+                peer_id,
+                key,
+                chunk,
+                f"decoding it (~{size} bytes) would exceed the memory budget",
+                limit=True,
             )
         value = decode_payload(chunk.kind, data)
         return MessageReceived(
@@ -704,10 +718,14 @@ class Reassembler:
         meta_size = 0
         if chunk.is_meta:
             if size > self._max_meta_size:
-                raise self._reject(peer_id, key, chunk, f"metadata of {size} bytes is too large")
+                raise self._reject(
+                    peer_id, key, chunk, f"metadata of {size} bytes is too large", limit=True
+                )
             meta_size = decoded_size(PayloadKind.JSON, payload)
             if not self._budget.fits(peer_id, meta_size):
-                raise self._reject(peer_id, key, chunk, "its metadata exceeds the memory budget")
+                raise self._reject(
+                    peer_id, key, chunk, "its metadata exceeds the memory budget", limit=True
+                )
             try:
                 metadata = _decode_json(payload, "metadata")
             except ProtocolError as exc:
@@ -716,14 +734,18 @@ class Reassembler:
                 return self._complete(peer_id, key, chunk, _EMPTY, metadata, meta_size)
             size = 0
         elif size > self._max_message_size:
-            raise self._reject(peer_id, key, chunk, "message exceeds the size limit")
+            raise self._reject(peer_id, key, chunk, "message exceeds the size limit", limit=True)
         elif chunk.last:  # the common one-chunk message: no state at all
             return self._complete(peer_id, key, chunk, payload, None, 0)
 
         if peer_partials is not None and len(peer_partials) >= self._max_partials:
-            raise self._reject(peer_id, key, chunk, "too many partial messages from this peer")
+            raise self._reject(
+                peer_id, key, chunk, "too many partial messages from this peer", limit=True
+            )
         if not self._charge(peer_id, size + meta_size):
-            raise self._reject(peer_id, key, chunk, "peer's share of the memory budget is full")
+            raise self._reject(
+                peer_id, key, chunk, "peer's share of the memory budget is full", limit=True
+            )
 
         partial = _Partial(chunk.kind, metadata, meta_size)
         if size:
@@ -741,17 +763,19 @@ class Reassembler:
         payload = chunk.payload
         size = len(payload)
         reason = None
+        limit = True
         if chunk.is_meta:
-            reason = "metadata chunk in the middle of a message"
+            reason, limit = "metadata chunk in the middle of a message", False
         elif chunk.kind is not partial.kind:
             reason = f"payload kind changed from {partial.kind.value} to {chunk.kind.value}"
+            limit = False
         elif partial.size + size > self._max_message_size:
             reason = "message exceeds the size limit"
         elif not chunk.last and size and not self._charge(peer_id, size):
             reason = "peer's share of the memory budget is full"
         if reason is not None:
             self._remove(peer_id, key, partial)
-            raise self._reject(peer_id, key, chunk, reason)
+            raise self._reject(peer_id, key, chunk, reason, limit=limit)
 
         if chunk.last:
             self._remove(peer_id, key, partial)
