@@ -9,7 +9,11 @@ from typing import Any
 import pytest
 
 from peermesh import PeerTimeoutError, PeerUnavailableError, Room, RoomClosedError, UsageError
-from peermesh._requests import RequestAction
+from peermesh._requests import (
+    MAX_CONCURRENT_HANDLERS_PER_PEER,
+    MAX_HELD_REQUESTS,
+    RequestAction,
+)
 from peermesh._rpc import caller_id
 from peermesh._wire import actions as wire
 from peermesh._wire.frames import encode_room_frame
@@ -311,7 +315,10 @@ async def test_one_mebibyte_each_way_with_progress(join: JoinFactory) -> None:
 
 async def test_concurrent_handlers_are_capped(join: JoinFactory) -> None:
     a, b = await connected_pair(join)
-    b._requests.max_concurrent = 2
+    manager = b._requests
+    manager.max_concurrent = 3
+    manager.max_concurrent_per_peer = 2
+    manager.max_held = 1
     release = asyncio.Event()
 
     async def wait(data: object, peer_id: str, metadata: object) -> object:
@@ -320,14 +327,15 @@ async def test_concurrent_handlers_are_capped(join: JoinFactory) -> None:
 
     b.make_action("cap", kind="request").on_request(wait)
     ask = a.make_action("cap", kind="request")
-    first = [asyncio.create_task(ask.request(i, b.self_id)) for i in range(2)]
-    await eventually(lambda: b._requests.running == 2, 5, "two running handlers")
+    first = [asyncio.create_task(ask.request(i, b.self_id)) for i in range(3)]
+    # a's third request waits: a slot of the room is free, but not one of a's
+    await eventually(lambda: manager.running == 2 and manager.held == 1, 5, "two running")
     with pytest.raises(RequestError, match=r"^too many concurrent requests$"):
-        await ask.request(2, b.self_id)
+        await ask.request(3, b.self_id)
     release.set()
-    assert await asyncio.gather(*first) == [0, 1]
-    assert b._requests.running == 0
-    assert await ask.request(3, b.self_id) == 3
+    assert await asyncio.gather(*first) == [0, 1, 2]
+    assert manager.running == manager.held == 0
+    assert await ask.request(4, b.self_id) == 4
 
 
 async def test_malformed_and_foreign_responses_are_ignored(join: JoinFactory) -> None:
@@ -401,3 +409,82 @@ async def test_caller_id_in_request_handlers(join: JoinFactory) -> None:
     assert await a.make_action("who", kind="request").request(None, b.self_id) == a.self_id
     with pytest.raises(UsageError):
         caller_id()
+
+
+async def test_a_request_flood_does_not_starve_another_peer(join: JoinFactory) -> None:
+    a, b, c = await mesh(join, 3)
+    release = asyncio.Event()
+
+    async def work(data: object, peer_id: str, metadata: object) -> object:
+        if peer_id == a.self_id:
+            await release.wait()
+        return data
+
+    b.make_action("work", kind="request").on_request(work)
+    ask = a.make_action("work", kind="request")
+    size = 400  # more than b runs and holds at once, with the default limits
+    flood = [asyncio.create_task(ask.request(i, b.self_id)) for i in range(size)]
+    manager = b._requests
+
+    def settled() -> bool:  # every flood request is running, waiting or answered
+        return manager.running + manager.held + sum(t.done() for t in flood) == size
+
+    await eventually(settled, 30, "the flood to reach b")
+    # the flood is in progress: c is served all the same
+    assert await c.make_action("work", kind="request").request("c", b.self_id) == "c"
+    # a runs its share, the rest of its flood waits or is refused, to a
+    assert manager.running == MAX_CONCURRENT_HANDLERS_PER_PEER
+    assert manager.held == MAX_HELD_REQUESTS
+    rest = [i for i, t in enumerate(flood) if not t.done()]
+    assert len(rest) == MAX_CONCURRENT_HANDLERS_PER_PEER + MAX_HELD_REQUESTS
+    for task in flood:
+        if task.done():
+            with pytest.raises(RequestError, match=r"^too many concurrent requests$"):
+                task.result()
+    release.set()
+    assert await asyncio.gather(*(flood[i] for i in rest)) == rest
+    assert manager.running == manager.held == 0
+
+
+async def test_at_the_room_cap_a_waiting_peer_gets_the_next_free_handler(
+    join: JoinFactory,
+) -> None:
+    a, b, c = await mesh(join, 3)
+    manager = b._requests
+    manager.max_concurrent = 2
+    manager.max_concurrent_per_peer = 2
+    manager.max_held = 4
+    gates = [asyncio.Event() for _ in range(8)]
+    started: list[object] = []
+
+    async def work(data: object, peer_id: str, metadata: object) -> object:
+        started.append(data)
+        if peer_id == a.self_id:
+            assert isinstance(data, int)
+            await gates[data].wait()
+        return data
+
+    b.make_action("work", kind="request").on_request(work)
+    ask = a.make_action("work", kind="request")
+    flood = [asyncio.create_task(ask.request(i, b.self_id)) for i in range(8)]
+
+    def answered() -> int:
+        return sum(t.done() for t in flood)
+
+    # two run, four wait, two are refused
+    await eventually(lambda: manager.running + manager.held + answered() == 8, 10, "the flood")
+    honest = asyncio.create_task(c.make_action("work", kind="request").request("c", b.self_id))
+    # c's request takes the place of a's newest waiting one, which a is refused
+    await eventually(lambda: honest.done() or answered() == 3, 10, "c's request to reach b")
+    first = started[0]
+    assert isinstance(first, int)
+    gates[first].set()
+    assert await asyncio.wait_for(honest, 5) == "c"
+    assert started[2] == "c"  # the free handler went to c, not to a's older requests
+    for gate in gates:
+        gate.set()
+    outcomes = await asyncio.gather(*flood, return_exceptions=True)
+    refused = [o.remote_message for o in outcomes if isinstance(o, RequestError)]
+    assert refused == ["too many concurrent requests"] * 3
+    served = sorted(o for o in outcomes if isinstance(o, int))
+    assert served == sorted(i for i in started if isinstance(i, int))

@@ -14,11 +14,25 @@ Differences from Trystero, all deliberate:
 
 - A handler returning Python ``None`` replies JSON ``null``. (Trystero treats a handler
   returning ``undefined`` as an error; a JS handler returning ``null`` replies ``null``.)
-- Handler executions per room are capped (:data:`MAX_CONCURRENT_HANDLERS`); beyond that a
-  request is answered at once with the error ``"too many concurrent requests"``.
-- Requests held for an action without a handler are capped per room
-  (:data:`MAX_HELD_REQUESTS`); beyond that they are answered ``"request handler
-  unavailable"`` at once.
+- Incoming requests are bounded per room and shared fairly between peers, so that one
+  peer's flood neither starves the other peers' requests nor gets them refused:
+
+  - at most :data:`MAX_CONCURRENT_HANDLERS` handler executions run at once, at most
+    :data:`MAX_CONCURRENT_HANDLERS_PER_PEER` of them for one peer;
+  - a request that cannot run yet (its action has no handler, or no handler slot is free
+    for its peer) waits, at most :data:`MAX_HELD_REQUESTS` in all. A free slot goes to the
+    waiting peer with the fewest handlers running, ties round-robin, each peer's requests
+    in arrival order. One waiting for a handler is answered ``"request handler
+    unavailable"`` after :data:`REQUEST_HANDLER_WAIT` (as Trystero); one waiting for a slot
+    waits until it runs or its peer leaves;
+  - when :data:`MAX_HELD_REQUESTS` are waiting, a new request is refused at once if its
+    peer already has at least as many waiting as every other peer; otherwise the newest
+    waiting request of the peer with the most is refused to make room. A peer with fewer
+    waiting than its share (the limit divided by the peers with requests waiting) is never
+    refused for lack of room;
+  - a refused request is answered, to its own peer only, with the error ``"too many
+    concurrent requests"``, or ``"request handler unavailable"`` if its action has no
+    handler.
 - Requests have a finite default timeout, :data:`DEFAULT_REQUEST_TIMEOUT` (Trystero waits
   forever unless ``timeoutMs`` is given); pass ``timeout=None`` to wait until the peer
   replies or leaves.
@@ -35,6 +49,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._wire import actions as wire
+from ._wire.fair_queue import FairQueue
 from ._wire.topics import gen_id
 from .errors import (
     PeerError,
@@ -52,6 +67,7 @@ __all__ = [
     "DEFAULT_REQUEST_TIMEOUT",
     "HANDLER_UNAVAILABLE",
     "MAX_CONCURRENT_HANDLERS",
+    "MAX_CONCURRENT_HANDLERS_PER_PEER",
     "MAX_HELD_REQUESTS",
     "MAX_OUTSTANDING_REQUESTS",
     "REQUEST_HANDLER_WAIT",
@@ -70,9 +86,12 @@ DEFAULT_REQUEST_TIMEOUT = 60.0
 #: Seconds a request waits for a handler to be set before it is answered with
 #: :data:`HANDLER_UNAVAILABLE` (Trystero: 500 ms).
 REQUEST_HANDLER_WAIT = 0.5
-#: Handler executions in flight per room; more requests are refused at once.
+#: Handler executions in flight per room; more requests wait.
 MAX_CONCURRENT_HANDLERS = 64
-#: Requests held per room for actions without a handler.
+#: Handler executions in flight per room for one peer; more of its requests wait.
+MAX_CONCURRENT_HANDLERS_PER_PEER = 16
+#: Requests waiting per room for a handler or a free handler slot; beyond that the peer
+#: with the most waiting is refused one.
 MAX_HELD_REQUESTS = 256
 #: Requests of ours awaiting a reply per room; more raise :class:`UsageError`.
 MAX_OUTSTANDING_REQUESTS = 4096
@@ -116,7 +135,8 @@ class _Waiter:
 
 @dataclass(eq=False)
 class _Held:
-    """An incoming request waiting for its action's handler."""
+    """An incoming request waiting for its action's handler or a free handler slot;
+    ``timer`` is set while it waits for a handler."""
 
     action: RequestAction
     peer_id: str
@@ -127,8 +147,9 @@ class _Held:
 
 
 class RequestManager:
-    """Per-room request state: our outstanding requests, incoming requests held for a
-    handler, handler executions in flight, and the ``@_response`` sender.
+    """Per-room request state: our outstanding requests, incoming requests waiting for a
+    handler or a free handler slot, handler executions in flight, and the ``@_response``
+    sender.
 
     Limits are instance attributes (initialised from the module constants) so that a room
     can be tuned. Owned by :class:`~peermesh._room.Room`; not a public API.
@@ -139,10 +160,11 @@ class RequestManager:
         self._type_field = wire.encode_action_type(wire.RESPONSE)
         self._nonce = 0
         self._waiters: dict[str, _Waiter] = {}
-        self._held: list[_Held] = []
+        self._waiting: FairQueue[_Held] = FairQueue(MAX_HELD_REQUESTS)
         self.running = 0
+        self._running: dict[str, int] = {}  # per peer, only peers with handlers running
         self.max_concurrent = MAX_CONCURRENT_HANDLERS
-        self.max_held = MAX_HELD_REQUESTS
+        self.max_concurrent_per_peer = MAX_CONCURRENT_HANDLERS_PER_PEER
         self.max_outstanding = MAX_OUTSTANDING_REQUESTS
 
     @property
@@ -152,8 +174,17 @@ class RequestManager:
 
     @property
     def held(self) -> int:
-        """Incoming requests waiting for a handler."""
-        return len(self._held)
+        """Incoming requests waiting for a handler or a free handler slot."""
+        return len(self._waiting)
+
+    @property
+    def max_held(self) -> int:
+        """Incoming requests that may wait (:data:`MAX_HELD_REQUESTS`)."""
+        return self._waiting.limit
+
+    @max_held.setter
+    def max_held(self, limit: int) -> None:
+        self._waiting.limit = limit
 
     # -- outgoing -----------------------------------------------------------------------------
 
@@ -208,55 +239,60 @@ class RequestManager:
     def incoming(
         self, action: RequestAction, peer_id: str, request_id: str, data: object, metadata: object
     ) -> None:
-        """A complete request for ``action`` arrived: handle it now, or hold it for up to
-        :data:`REQUEST_HANDLER_WAIT` seconds until a handler is set."""
-        handler = action.handler
-        if handler is not None:
-            self._start(handler, peer_id, request_id, data, metadata)
-            return
-        if len(self._held) >= self.max_held:
-            logger.debug("%r: too many requests held for a handler; refusing one", self._room)
-            self._reply_error(peer_id, request_id, HANDLER_UNAVAILABLE)
-            return
+        """A complete request for ``action`` arrived: run its handler now if a slot is free
+        for ``peer_id``, else let it wait or refuse it (see the module docstring)."""
         held = _Held(action, peer_id, request_id, data, metadata)
-        held.timer = asyncio.get_running_loop().call_later(REQUEST_HANDLER_WAIT, self._expire, held)
-        self._held.append(held)
+        if self._may_run(held):
+            self._start(held)
+            return
+        left_out = self._waiting.push(peer_id, held)
+        if left_out is not held and action.handler is None:
+            loop = asyncio.get_running_loop()
+            held.timer = loop.call_later(REQUEST_HANDLER_WAIT, self._expire, held)
+        if left_out is not None:
+            self._refuse(left_out)
+
+    def _may_run(self, held: _Held) -> bool:
+        """``held`` has a handler and a free handler slot, in the room and for its peer."""
+        return (
+            held.action.handler is not None
+            and self.running < self.max_concurrent
+            and self._running.get(held.peer_id, 0) < self.max_concurrent_per_peer
+        )
+
+    def _refuse(self, held: _Held) -> None:
+        if held.timer is not None:
+            held.timer.cancel()
+        error = HANDLER_UNAVAILABLE if held.action.handler is None else TOO_MANY_REQUESTS
+        logger.debug("%r: refusing a request from %s: %s", self._room, held.peer_id, error)
+        self._reply_error(held.peer_id, held.request_id, error)
 
     def _expire(self, held: _Held) -> None:
-        if held in self._held:
-            self._held.remove(held)
+        if self._waiting.remove(held.peer_id, held):
             self._reply_error(held.peer_id, held.request_id, HANDLER_UNAVAILABLE)
 
     def flush(self, action: RequestAction) -> None:
-        """``action`` got a handler: handle the requests held for it, oldest first."""
-        handler = action.handler
-        if handler is None:
+        """``action`` got a handler: its waiting requests now wait only for a slot."""
+        if action.handler is None:
             return
-        mine = [h for h in self._held if h.action is action]
-        if not mine:
-            return
-        self._held = [h for h in self._held if h.action is not action]
-        for held in mine:
-            if held.timer is not None:
+        for held in self._waiting:
+            if held.action is action and held.timer is not None:
                 held.timer.cancel()
-            self._start(handler, held.peer_id, held.request_id, held.data, held.metadata)
+                held.timer = None
+        self._pump()
 
-    def _start(
-        self,
-        handler: RequestHandler,
-        peer_id: str,
-        request_id: str,
-        data: object,
-        metadata: object,
-    ) -> None:
-        if self.running >= self.max_concurrent:
-            logger.debug(
-                "%r: refusing a request from %s: %s", self._room, peer_id, TOO_MANY_REQUESTS
-            )
-            self._reply_error(peer_id, request_id, TOO_MANY_REQUESTS)
-            return
+    def _pump(self) -> None:
+        """Start waiting requests while handler slots are free, fairly between peers."""
+        while (held := self._waiting.pop(self._may_run, self._running)) is not None:
+            self._start(held)
+
+    def _start(self, held: _Held) -> None:
+        handler = held.action.handler
+        assert handler is not None
+        peer_id = held.peer_id
         self.running += 1
-        self._room._spawn(self._handle(handler, peer_id, request_id, data, metadata))
+        self._running[peer_id] = self._running.get(peer_id, 0) + 1
+        self._room._spawn(self._handle(handler, peer_id, held.request_id, held.data, held.metadata))
 
     async def _handle(
         self,
@@ -287,6 +323,10 @@ class RequestManager:
             await self._send_reply(peer_id, request_id, (kind, payload), None)
         finally:
             self.running -= 1
+            self._running[peer_id] -= 1
+            if not self._running[peer_id]:
+                del self._running[peer_id]
+            self._pump()
 
     def _reply_error(self, peer_id: str, request_id: str, error: str) -> None:
         self._room._spawn(self._send_reply(peer_id, request_id, None, error))
@@ -323,29 +363,27 @@ class RequestManager:
     # -- lifecycle ----------------------------------------------------------------------------
 
     def peer_gone(self, peer_id: str, reason: str) -> None:
-        """Fail our requests to ``peer_id`` and drop its held requests."""
+        """Fail our requests to ``peer_id`` and drop its waiting requests."""
         for request_id, waiter in list(self._waiters.items()):
             if waiter.peer_id == peer_id:
                 del self._waiters[request_id]
                 if not waiter.future.done():
                     waiter.future.set_exception(PeerUnavailableError(f"{peer_id} left: {reason}"))
-        for held in [h for h in self._held if h.peer_id == peer_id]:
-            self._held.remove(held)
+        for held in self._waiting.drop(peer_id):
             if held.timer is not None:
                 held.timer.cancel()
 
     def close(self) -> None:
         """The room is being left: fail every outstanding request with
-        :class:`RoomClosedError` and drop held requests."""
+        :class:`RoomClosedError` and drop waiting requests."""
         waiters = list(self._waiters.values())
         self._waiters.clear()
         for waiter in waiters:
             if not waiter.future.done():
                 waiter.future.set_exception(RoomClosedError(f"{self._room!r} has been left"))
-        for held in self._held:
+        for held in self._waiting.clear():
             if held.timer is not None:
                 held.timer.cancel()
-        self._held.clear()
 
 
 class RequestAction:
