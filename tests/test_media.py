@@ -251,9 +251,6 @@ async def test_bad_media_input(join: JoinFactory, streams: list[MediaStream]) ->
         MediaStream(id="has space")
 
     # a peer sending malformed media signalling: dropped and counted, the room goes on
-    link = b.get_peers()[a.self_id]
-    assert link is not None
-    member = b._members[a.self_id]
     for name, value in [
         (wire.SIGNAL, {"type": "offer", "sdp": "not sdp"}),
         (wire.SIGNAL, {"type": "bogus", "sdp": ""}),
@@ -261,16 +258,16 @@ async def test_bad_media_input(join: JoinFactory, streams: list[MediaStream]) ->
         (wire.STREAM, {"no": "key"}),
         (wire.TRACK, "x"),
     ]:
-        kind, payload = wire.encode_payload(value)
-        for chunk in wire.iter_chunks(wire.encode_action_type(name), 0, kind, payload):
-            member.link.send_nowait(encode_room_frame(a.token, chunk))
+        send_raw(b, a, name, value)
     # a well-formed but unapplicable offer (a data section only after the channel opened:
     # Trystero ignores offers without a=rtpmap) changes nothing either
-    kind, payload = wire.encode_payload(
-        {"type": "offer", "sdp": "v=0\r\nm=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\n"}
+    send_raw(
+        b,
+        a,
+        wire.SIGNAL,
+        {"type": "offer", "sdp": "v=0\r\nm=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\n"},
+        message_id=1,
     )
-    for chunk in wire.iter_chunks(wire.encode_action_type(wire.SIGNAL), 1, kind, payload):
-        member.link.send_nowait(encode_room_frame(a.token, chunk))
     await eventually(lambda: a.counters.malformed_media == 5, 10, "five malformed messages")
     assert a.get_peers()[b.self_id].signalingState == "stable"
     inbox = Inbox(b)
@@ -284,10 +281,22 @@ async def test_bad_media_input(join: JoinFactory, streams: list[MediaStream]) ->
         await a.add_stream(stream)
 
 
-def unappliable_offer(remote_sdp: str) -> str:
+def send_raw(
+    sender: Room, receiver: Room, name: str, value: object, *, message_id: int = 0
+) -> None:
+    """Put an action straight onto ``sender``'s live channel to ``receiver``, past every
+    check of the sending side: what a misbehaving peer can do."""
+    member = sender._members[receiver.self_id]
+    kind, payload = wire.encode_payload(value)
+    for chunk in wire.iter_chunks(wire.encode_action_type(name), message_id, kind, payload):
+        member.link.send_nowait(encode_room_frame(receiver.token, chunk))
+
+
+def offer_adding_video(remote_sdp: str, codec: str) -> str:
     """The peer's own SDP (its ICE and DTLS credentials) as an offer that adds a video
-    section whose only codec, AV1, aiortc lacks: aiortc's setRemoteDescription then fails
-    half-way, after it made a transceiver for the section and gave it the mid."""
+    section whose only codec is ``codec`` (e.g. ``"VP8/90000"``). With ``"AV1/90000"``,
+    which aiortc lacks, aiortc's setRemoteDescription fails half-way, after it made a
+    transceiver for the section and gave it the mid."""
     head, data = remote_sdp.split("\r\nm=", 1)
     transport = [
         line
@@ -299,9 +308,9 @@ def unappliable_offer(remote_sdp: str) -> str:
         "c=IN IP4 0.0.0.0",
         "a=mid:1",
         "a=sendrecv",
-        "a=msid:unappliable video",
+        "a=msid:offered video",
         "a=rtcp-mux",
-        "a=rtpmap:45 AV1/90000",
+        f"a=rtpmap:45 {codec}",
         *transport,
         "a=setup:actpass",
     ]
@@ -317,12 +326,8 @@ async def test_an_offer_we_cannot_apply_is_undone(
     keeps working and the next renegotiation succeeds."""
     a, b = await connected_pair(join)
     pc = a.get_peers()[b.self_id]
-    member = b._members[a.self_id]
-    kind, payload = wire.encode_payload(
-        {"type": "offer", "sdp": unappliable_offer(pc.remoteDescription.sdp)}
-    )
-    for chunk in wire.iter_chunks(wire.encode_action_type(wire.SIGNAL), 0, kind, payload):
-        member.link.send_nowait(encode_room_frame(a.token, chunk))
+    offer = offer_adding_video(pc.remoteDescription.sdp, "AV1/90000")
+    send_raw(b, a, wire.SIGNAL, {"type": "offer", "sdp": offer})
     await eventually(
         lambda: any("renegotiation failed" in r.getMessage() for r in caplog.records),
         10,
