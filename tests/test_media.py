@@ -6,6 +6,7 @@ what a misbehaving peer cannot do. Receivers decode real frames (VP8 and Opus ro
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -348,3 +349,68 @@ async def test_an_offer_we_cannot_apply_is_undone(
     assert len(failures) == len(
         [r for r in caplog.records if "renegotiation failed" in r.getMessage()]
     )
+
+
+def borrow(sdp: str, donor: str, *prefixes: str) -> str:
+    """``sdp`` with each distinct line starting with one of ``prefixes`` replaced by the one
+    at the same place in ``donor`` (another connection's SDP, also written by aiortc)."""
+
+    def lines(text: str, prefix: str) -> list[str]:
+        return list(dict.fromkeys(x for x in text.split("\r\n") if x.startswith(prefix)))
+
+    for prefix in prefixes:
+        for mine, theirs in zip(lines(sdp, prefix), lines(donor, prefix), strict=True):
+            assert mine != theirs
+            sdp = sdp.replace(mine, theirs)
+    return sdp
+
+
+async def test_an_offer_with_another_connections_credentials_is_refused(
+    join: JoinFactory, streams: list[MediaStream], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 13, defect 6: a renegotiation offer that changes the DTLS fingerprint or the
+    ICE credentials of an established connection (here to those of another connection of
+    the victim) is neither applied nor answered; each refusal is logged once at WARNING and
+    the connection goes on carrying actions and media."""
+    a_id, b_id, c_id = peer_ids(3)
+    a, b = await join(a_id), await join(b_id)
+    await join(c_id)
+    await eventually(lambda: set(a.get_peers()) == {b_id, c_id}, 20, "a sees b and c")
+    await eventually(lambda: a_id in b.get_peers(), 20, "b sees a")
+    pc = a.get_peers()[b_id]
+    remote, local = pc.remoteDescription.sdp, pc.localDescription.sdp
+    foreign = a.get_peers()[c_id].remoteDescription.sdp  # c's credentials, as a knows them
+    offer = offer_adding_video(remote, "VP8/90000")  # applied and answered as it is
+    bogus = [
+        borrow(offer, foreign, "a=fingerprint:"),
+        borrow(offer, foreign, "a=ice-ufrag:", "a=ice-pwd:"),
+    ]
+    for message_id, sdp in enumerate(bogus):
+        send_raw(b, a, wire.SIGNAL, {"type": "offer", "sdp": sdp}, message_id=message_id)
+
+    def refusals() -> list[logging.LogRecord]:
+        return [r for r in caplog.records if "refused" in r.getMessage()]
+
+    await eventually(lambda: len(refusals()) == 2 or bool(pc.getTransceivers()), 10, "two refusals")
+    assert pc.getTransceivers() == []  # not applied, nor answered:
+    assert (pc.remoteDescription.sdp, pc.localDescription.sdp) == (remote, local)
+    assert pc.signalingState == "stable"
+    assert [r.levelname for r in refusals()] == ["WARNING", "WARNING"]
+    fingerprint, ice = (r.getMessage() for r in refusals())
+    assert "DTLS fingerprint" in fingerprint
+    assert "ICE credentials" in ice
+
+    # the connection goes on: actions both ways, then a real renegotiation
+    got: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
+    for room in (a, b):
+        room.make_action("hi").on_message(lambda data, peer_id, _: got.put_nowait((data, peer_id)))
+    await a.make_action("hi").send("from a", b_id)
+    await b.make_action("hi").send("from b", a_id)
+    received = {await asyncio.wait_for(got.get(), 10) for _ in range(2)}
+    assert received == {("from a", a_id), ("from b", b_id)}
+    inbox = Inbox(a)
+    stream = av(streams)
+    await b.add_stream(stream, target=a_id)
+    got_stream, _, _ = await inbox.stream()
+    await check_av(got_stream, (160, 120))
+    assert len(refusals()) == 2
