@@ -19,6 +19,7 @@ from peermesh._media import TrackFanout
 from peermesh._wire import actions as wire
 from peermesh._wire.frames import encode_room_frame
 from peermesh.media import MediaStream, PatternVideoTrack, ToneTrack, audio_level, matches_pattern
+from tests._wire.test_media import transplant
 from tests.rooms import JoinFactory, connected_pair, eventually, peer_ids
 
 pytestmark = pytest.mark.slow
@@ -351,20 +352,6 @@ async def test_an_offer_we_cannot_apply_is_undone(
     )
 
 
-def borrow(sdp: str, donor: str, *prefixes: str) -> str:
-    """``sdp`` with each distinct line starting with one of ``prefixes`` replaced by the one
-    at the same place in ``donor`` (another connection's SDP, also written by aiortc)."""
-
-    def lines(text: str, prefix: str) -> list[str]:
-        return list(dict.fromkeys(x for x in text.split("\r\n") if x.startswith(prefix)))
-
-    for prefix in prefixes:
-        for mine, theirs in zip(lines(sdp, prefix), lines(donor, prefix), strict=True):
-            assert mine != theirs
-            sdp = sdp.replace(mine, theirs)
-    return sdp
-
-
 async def test_an_offer_with_another_connections_credentials_is_refused(
     join: JoinFactory, streams: list[MediaStream], caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -382,8 +369,8 @@ async def test_an_offer_with_another_connections_credentials_is_refused(
     foreign = a.get_peers()[c_id].remoteDescription.sdp  # c's credentials, as a knows them
     offer = offer_adding_video(remote, "VP8/90000")  # applied and answered as it is
     bogus = [
-        borrow(offer, foreign, "a=fingerprint:"),
-        borrow(offer, foreign, "a=ice-ufrag:", "a=ice-pwd:"),
+        transplant(offer, foreign, "a=fingerprint:"),
+        transplant(offer, foreign, "a=ice-ufrag:", "a=ice-pwd:"),
     ]
     for message_id, sdp in enumerate(bogus):
         send_raw(b, a, wire.SIGNAL, {"type": "offer", "sdp": sdp}, message_id=message_id)

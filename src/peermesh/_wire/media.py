@@ -350,43 +350,38 @@ def media_sections(sdp: str) -> tuple[MediaSection, ...]:
 @dataclass(frozen=True, slots=True)
 class _Credentials:
     ice: tuple[str | None, str | None]  # ufrag, pwd
-    fingerprints: frozenset[str]  # "sha-256 AB:CD:…"
+    fingerprints: frozenset[str]  # "sha-256 ab:cd:…"
 
 
 def _credentials(sdp: str) -> list[tuple[str | None, _Credentials]]:
     """``(mid, credentials)`` of every m-section of ``sdp``, read as aiortc reads them:
     ``a=ice-ufrag``/``a=ice-pwd`` of the section, else of the session; the fingerprints of
-    the session and the section together (hash name lower-case, value upper-case)."""
-    session: list[str] = []
-    sections: list[list[str]] = []
+    the session and the section together (compared case-insensitively)."""
+    blocks: list[list[str]] = [[]]  # the session's lines, then each m-section's
     for raw in sdp.splitlines():
         line = raw.strip()
         if line.startswith("m="):
-            sections.append([])
+            blocks.append([])
         else:
-            (sections[-1] if sections else session).append(line)
+            blocks[-1].append(line)
+    session, *sections = blocks
 
     def value(lines: list[str], prefix: str, default: str | None = None) -> str | None:
         return next((x[len(prefix) :] for x in reversed(lines) if x.startswith(prefix)), default)
 
-    def fingerprints(lines: list[str]) -> set[str]:
-        found = set()
-        for line in lines:
-            if line.startswith("a=fingerprint:"):
-                parts = line[len("a=fingerprint:") :].split()
-                if len(parts) == 2:
-                    parts = [parts[0].lower(), parts[1].upper()]
-                found.add(" ".join(parts))
-        return found
+    def fingerprints(lines: list[str]) -> frozenset[str]:
+        prefix = "a=fingerprint:"
+        return frozenset(
+            " ".join(x[len(prefix) :].split()).lower() for x in lines if x.startswith(prefix)
+        )
 
     ufrag, pwd = value(session, "a=ice-ufrag:"), value(session, "a=ice-pwd:")
-    common = fingerprints(session)
     return [
         (
             value(lines, "a=mid:"),
             _Credentials(
                 (value(lines, "a=ice-ufrag:", ufrag), value(lines, "a=ice-pwd:", pwd)),
-                frozenset(common | fingerprints(lines)),
+                fingerprints(session) | fingerprints(lines),
             ),
         )
         for lines in sections
