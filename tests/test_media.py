@@ -6,6 +6,7 @@ what a misbehaving peer cannot do. Receivers decode real frames (VP8 and Opus ro
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -18,6 +19,7 @@ from peermesh._media import TrackFanout
 from peermesh._wire import actions as wire
 from peermesh._wire.frames import encode_room_frame
 from peermesh.media import MediaStream, PatternVideoTrack, ToneTrack, audio_level, matches_pattern
+from tests._wire.test_media import transplant
 from tests.rooms import JoinFactory, connected_pair, eventually, peer_ids
 
 pytestmark = pytest.mark.slow
@@ -251,9 +253,6 @@ async def test_bad_media_input(join: JoinFactory, streams: list[MediaStream]) ->
         MediaStream(id="has space")
 
     # a peer sending malformed media signalling: dropped and counted, the room goes on
-    link = b.get_peers()[a.self_id]
-    assert link is not None
-    member = b._members[a.self_id]
     for name, value in [
         (wire.SIGNAL, {"type": "offer", "sdp": "not sdp"}),
         (wire.SIGNAL, {"type": "bogus", "sdp": ""}),
@@ -261,16 +260,16 @@ async def test_bad_media_input(join: JoinFactory, streams: list[MediaStream]) ->
         (wire.STREAM, {"no": "key"}),
         (wire.TRACK, "x"),
     ]:
-        kind, payload = wire.encode_payload(value)
-        for chunk in wire.iter_chunks(wire.encode_action_type(name), 0, kind, payload):
-            member.link.send_nowait(encode_room_frame(a.token, chunk))
+        send_raw(b, a, name, value)
     # a well-formed but unapplicable offer (a data section only after the channel opened:
     # Trystero ignores offers without a=rtpmap) changes nothing either
-    kind, payload = wire.encode_payload(
-        {"type": "offer", "sdp": "v=0\r\nm=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\n"}
+    send_raw(
+        b,
+        a,
+        wire.SIGNAL,
+        {"type": "offer", "sdp": "v=0\r\nm=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\n"},
+        message_id=1,
     )
-    for chunk in wire.iter_chunks(wire.encode_action_type(wire.SIGNAL), 1, kind, payload):
-        member.link.send_nowait(encode_room_frame(a.token, chunk))
     await eventually(lambda: a.counters.malformed_media == 5, 10, "five malformed messages")
     assert a.get_peers()[b.self_id].signalingState == "stable"
     inbox = Inbox(b)
@@ -284,10 +283,22 @@ async def test_bad_media_input(join: JoinFactory, streams: list[MediaStream]) ->
         await a.add_stream(stream)
 
 
-def unappliable_offer(remote_sdp: str) -> str:
+def send_raw(
+    sender: Room, receiver: Room, name: str, value: object, *, message_id: int = 0
+) -> None:
+    """Put an action straight onto ``sender``'s live channel to ``receiver``, past every
+    check of the sending side: what a misbehaving peer can do."""
+    member = sender._members[receiver.self_id]
+    kind, payload = wire.encode_payload(value)
+    for chunk in wire.iter_chunks(wire.encode_action_type(name), message_id, kind, payload):
+        member.link.send_nowait(encode_room_frame(receiver.token, chunk))
+
+
+def offer_adding_video(remote_sdp: str, codec: str) -> str:
     """The peer's own SDP (its ICE and DTLS credentials) as an offer that adds a video
-    section whose only codec, AV1, aiortc lacks: aiortc's setRemoteDescription then fails
-    half-way, after it made a transceiver for the section and gave it the mid."""
+    section whose only codec is ``codec`` (e.g. ``"VP8/90000"``). With ``"AV1/90000"``,
+    which aiortc lacks, aiortc's setRemoteDescription fails half-way, after it made a
+    transceiver for the section and gave it the mid."""
     head, data = remote_sdp.split("\r\nm=", 1)
     transport = [
         line
@@ -299,9 +310,9 @@ def unappliable_offer(remote_sdp: str) -> str:
         "c=IN IP4 0.0.0.0",
         "a=mid:1",
         "a=sendrecv",
-        "a=msid:unappliable video",
+        "a=msid:offered video",
         "a=rtcp-mux",
-        "a=rtpmap:45 AV1/90000",
+        f"a=rtpmap:45 {codec}",
         *transport,
         "a=setup:actpass",
     ]
@@ -317,12 +328,8 @@ async def test_an_offer_we_cannot_apply_is_undone(
     keeps working and the next renegotiation succeeds."""
     a, b = await connected_pair(join)
     pc = a.get_peers()[b.self_id]
-    member = b._members[a.self_id]
-    kind, payload = wire.encode_payload(
-        {"type": "offer", "sdp": unappliable_offer(pc.remoteDescription.sdp)}
-    )
-    for chunk in wire.iter_chunks(wire.encode_action_type(wire.SIGNAL), 0, kind, payload):
-        member.link.send_nowait(encode_room_frame(a.token, chunk))
+    offer = offer_adding_video(pc.remoteDescription.sdp, "AV1/90000")
+    send_raw(b, a, wire.SIGNAL, {"type": "offer", "sdp": offer})
     await eventually(
         lambda: any("renegotiation failed" in r.getMessage() for r in caplog.records),
         10,
@@ -343,3 +350,54 @@ async def test_an_offer_we_cannot_apply_is_undone(
     assert len(failures) == len(
         [r for r in caplog.records if "renegotiation failed" in r.getMessage()]
     )
+
+
+async def test_an_offer_with_another_connections_credentials_is_refused(
+    join: JoinFactory, streams: list[MediaStream], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 13, defect 6: a renegotiation offer that changes the DTLS fingerprint or the
+    ICE credentials of an established connection (here to those of another connection of
+    the victim) is neither applied nor answered; each refusal is logged once at WARNING and
+    the connection goes on carrying actions and media."""
+    a_id, b_id, c_id = peer_ids(3)
+    a, b = await join(a_id), await join(b_id)
+    await join(c_id)
+    await eventually(lambda: set(a.get_peers()) == {b_id, c_id}, 20, "a sees b and c")
+    await eventually(lambda: a_id in b.get_peers(), 20, "b sees a")
+    pc = a.get_peers()[b_id]
+    remote, local = pc.remoteDescription.sdp, pc.localDescription.sdp
+    foreign = a.get_peers()[c_id].remoteDescription.sdp  # c's credentials, as a knows them
+    offer = offer_adding_video(remote, "VP8/90000")  # applied and answered as it is
+    bogus = [
+        transplant(offer, foreign, "a=fingerprint:"),
+        transplant(offer, foreign, "a=ice-ufrag:", "a=ice-pwd:"),
+    ]
+    for message_id, sdp in enumerate(bogus):
+        send_raw(b, a, wire.SIGNAL, {"type": "offer", "sdp": sdp}, message_id=message_id)
+
+    def refusals() -> list[logging.LogRecord]:
+        return [r for r in caplog.records if "refused" in r.getMessage()]
+
+    await eventually(lambda: len(refusals()) == 2 or bool(pc.getTransceivers()), 10, "two refusals")
+    assert pc.getTransceivers() == []  # not applied, nor answered:
+    assert (pc.remoteDescription.sdp, pc.localDescription.sdp) == (remote, local)
+    assert pc.signalingState == "stable"
+    assert [r.levelname for r in refusals()] == ["WARNING", "WARNING"]
+    fingerprint, ice = (r.getMessage() for r in refusals())
+    assert "DTLS fingerprint" in fingerprint
+    assert "ICE credentials" in ice
+
+    # the connection goes on: actions both ways, then a real renegotiation
+    got: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
+    for room in (a, b):
+        room.make_action("hi").on_message(lambda data, peer_id, _: got.put_nowait((data, peer_id)))
+    await a.make_action("hi").send("from a", b_id)
+    await b.make_action("hi").send("from b", a_id)
+    received = {await asyncio.wait_for(got.get(), 10) for _ in range(2)}
+    assert received == {("from a", a_id), ("from b", b_id)}
+    inbox = Inbox(a)
+    stream = av(streams)
+    await b.add_stream(stream, target=a_id)
+    got_stream, _, _ = await inbox.stream()
+    await check_av(got_stream, (160, 120))
+    assert len(refusals()) == 2

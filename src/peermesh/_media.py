@@ -36,6 +36,10 @@ Trystero's fixed roles (the link's original offerer is *impolite*, the answerer 
    sent again as it was: its changes go out with the next renegotiation); a remote offer or
    answer aiortc cannot apply is undone (:class:`TransceiverState`) and our offer rolled
    back. Each failure is logged once, at WARNING; the data channel is never touched.
+   An offer or answer that changes the connection's DTLS fingerprint or ICE credentials
+   (:func:`~peermesh._wire.media.credentials_change`; peermesh supports no ICE restart)
+   is refused before anything is done: not applied, not answered, nothing rolled back (an
+   offer of ours waits for its real answer), logged once at WARNING.
 5. Offers keep the header-extension ids and payload types the peer uses, and otherwise
    number them as libwebrtc does (:mod:`peermesh._wire.rtp_numbering`): a browser drops
    the connection when an offer rebinds one of its ids.
@@ -661,6 +665,11 @@ class LinkMedia:
         )
         logger.debug("%r: remote %s -> %s", self, signal.type.value, step.value)
         if step is wire.Step.IGNORE:
+            return
+        current = pc.remoteDescription
+        refusal = wire.credentials_change(current.sdp, signal.sdp) if current else None
+        if refusal is not None:
+            logger.warning("%r: refused the peer's %s: %s", self, signal.type.value, refusal)
             return
         if step is wire.Step.ROLLBACK_THEN_APPLY_OFFER:
             self._stop_offer_timer()

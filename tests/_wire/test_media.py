@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
+from pathlib import Path
 
 import pytest
+from aiortc import sdp
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -18,6 +21,7 @@ from peermesh._wire.media import (
     RenegotiationSignal,
     SignalType,
     Step,
+    credentials_change,
     decide,
     encode_candidate_signal,
     encode_replace_meta,
@@ -247,3 +251,119 @@ def test_negotiation_tracker() -> None:
     tracker.changed()
     tracker.offer_made()
     assert tracker.needs_offer("stable")
+
+
+# -- credentials_change, on the SDP captured in sdp/ (see test_rtp_numbering.py) --------------
+
+SDP_DIR = Path(__file__).parent / "sdp"
+#: aiortc's media offer and, from another connection, aiortc's answer (other credentials)
+OFFER = (SDP_DIR / "aiortc-1.16-offer.sdp").read_bytes().decode()
+OTHER = (SDP_DIR / "aiortc-1.16-answer.sdp").read_bytes().decode()
+CHROMIUM = (SDP_DIR / "chromium-156-offer.sdp").read_bytes().decode()
+
+
+def transplant(text: str, donor: str, *prefixes: str) -> str:
+    """``text`` with each distinct line starting with one of ``prefixes`` replaced by the
+    one at the same place in ``donor``."""
+
+    def lines(sdp_text: str, prefix: str) -> list[str]:
+        return list(dict.fromkeys(x for x in sdp_text.splitlines() if x.startswith(prefix)))
+
+    for prefix in prefixes:
+        for mine, theirs in zip(lines(text, prefix), lines(donor, prefix), strict=True):
+            assert mine != theirs
+            text = text.replace(mine, theirs)
+    return text
+
+
+def as_aiortc_keeps_it(text: str) -> str:
+    """``text`` as ``RTCPeerConnection.remoteDescription`` gives it back once applied."""
+    description = sdp.SessionDescription.parse(text)
+    description.type = "offer"
+    return str(description)
+
+
+def first_sections(text: str, count: int) -> str:
+    """``text`` with only its first ``count`` m-sections."""
+    head, *sections = text.split("\r\nm=")
+    return "\r\nm=".join([head, *sections[:count]]) + "\r\n"
+
+
+@pytest.mark.parametrize("text", [OFFER, OTHER, CHROMIUM])
+def test_the_same_credentials_pass(text: str) -> None:
+    assert credentials_change(text, text) is None
+    # the connection's remote description is aiortc's rewrite of what the peer sent
+    assert credentials_change(as_aiortc_keeps_it(text), text) is None
+    # hash names are case-insensitive, fingerprints are hex
+    recased = re.sub(
+        "^a=fingerprint:(.+) (.+)$",
+        lambda m: f"a=fingerprint:{m[1].upper()} {m[2].lower()}",
+        text,
+        flags=re.M,
+    )
+    assert recased != text
+    assert credentials_change(text, recased) is None
+
+
+def test_another_connections_fingerprint_is_refused() -> None:
+    bogus = transplant(OFFER, OTHER, "a=fingerprint:")
+    assert credentials_change(OFFER, bogus) == "m-section '0' changes the DTLS fingerprint"
+    assert "DTLS fingerprint" in str(credentials_change(OFFER, CHROMIUM))
+    # one of the three hashes dropped, or one added: not the same set either
+    one_less = "".join(
+        x for x in OFFER.splitlines(True) if not x.startswith("a=fingerprint:sha-512")
+    )
+    assert "DTLS fingerprint" in str(credentials_change(OFFER, one_less))
+    assert "DTLS fingerprint" in str(credentials_change(one_less, OFFER))
+
+
+@pytest.mark.parametrize(
+    "prefixes", [("a=ice-ufrag:", "a=ice-pwd:"), ("a=ice-ufrag:",), ("a=ice-pwd:",)]
+)
+def test_other_ice_credentials_are_refused(prefixes: tuple[str, ...]) -> None:
+    """An ICE restart (or a forgery) in any part: peermesh supports no ICE restart."""
+    bogus = transplant(OFFER, OTHER, *prefixes)
+    reason = credentials_change(OFFER, bogus)
+    assert reason == "m-section '0' changes the ICE credentials (ICE restarts are not supported)"
+
+
+def test_sections_added_and_removed() -> None:
+    data_only = first_sections(OFFER, 1)
+    assert credentials_change(data_only, OFFER) is None  # media added on the one transport
+    assert credentials_change(OFFER, data_only) is None  # and removed
+    # the video section (mid 2) on credentials the connection does not have, new or not
+    head, video = OFFER.split("\r\nm=video")
+    for prefixes, what in [(("a=ice-ufrag:", "a=ice-pwd:"), "ICE"), (("a=fingerprint:",), "DTLS")]:
+        bogus = f"{head}\r\nm=video{transplant(video, OTHER, *prefixes)}"
+        for current in (data_only, first_sections(OFFER, 2), OFFER):
+            assert f"m-section '2' changes the {what}" in str(credentials_change(current, bogus))
+
+
+def test_session_level_credentials() -> None:
+    """As aiortc reads them: ICE credentials of the section over those of the session, and
+    the fingerprints of both together."""
+    transport = ("a=ice-ufrag:", "a=ice-pwd:", "a=fingerprint:")
+    lines = CHROMIUM.splitlines(True)
+    moved = [x for x in dict.fromkeys(lines) if x.startswith(transport)]
+    head = lines.index("t=0 0\r\n") + 1
+    session_level = "".join(
+        lines[:head] + moved + [x for x in lines[head:] if not x.startswith(transport)]
+    )
+    assert credentials_change(CHROMIUM, session_level) is None
+    assert credentials_change(session_level, CHROMIUM) is None
+    other = {x.split(":")[0]: x for x in OTHER.splitlines(True) if x.startswith(transport)}
+    for line, what in [(other["a=ice-ufrag"], "ICE"), (other["a=fingerprint"], "DTLS")]:
+        bogus = session_level.replace("a=mid:1\r\n", "a=mid:1\r\n" + line)
+        reason = credentials_change(CHROMIUM, bogus)
+        assert f"m-section '1' changes the {what}" in str(reason)
+
+
+def test_missing_credentials_are_a_change() -> None:
+    bare = "".join(x for x in OFFER.splitlines(True) if not x.startswith("a=ice-pwd:"))
+    assert "ICE credentials" in str(credentials_change(OFFER, bare))
+
+
+@given(st.text(max_size=300), st.text(max_size=300))
+def test_credentials_change_never_raises(current: str, new: str) -> None:
+    credentials_change(current, new)
+    credentials_change(OFFER, new)

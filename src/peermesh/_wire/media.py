@@ -93,6 +93,7 @@ __all__ = [
     "RenegotiationSignal",
     "SignalType",
     "Step",
+    "credentials_change",
     "decide",
     "encode_candidate_signal",
     "encode_replace_meta",
@@ -344,6 +345,74 @@ def media_sections(sdp: str) -> tuple[MediaSection, ...]:
                 current["track"] = parts[1]
     flush()
     return tuple(found)
+
+
+@dataclass(frozen=True, slots=True)
+class _Credentials:
+    ice: tuple[str | None, str | None]  # ufrag, pwd
+    fingerprints: frozenset[str]  # "sha-256 ab:cd:…"
+
+
+def _credentials(sdp: str) -> list[tuple[str | None, _Credentials]]:
+    """``(mid, credentials)`` of every m-section of ``sdp``, read as aiortc reads them:
+    ``a=ice-ufrag``/``a=ice-pwd`` of the section, else of the session; the fingerprints of
+    the session and the section together (compared case-insensitively)."""
+    blocks: list[list[str]] = [[]]  # the session's lines, then each m-section's
+    for raw in sdp.splitlines():
+        line = raw.strip()
+        if line.startswith("m="):
+            blocks.append([])
+        else:
+            blocks[-1].append(line)
+    session, *sections = blocks
+
+    def value(lines: list[str], prefix: str, default: str | None = None) -> str | None:
+        return next((x[len(prefix) :] for x in reversed(lines) if x.startswith(prefix)), default)
+
+    def fingerprints(lines: list[str]) -> frozenset[str]:
+        prefix = "a=fingerprint:"
+        return frozenset(
+            " ".join(x[len(prefix) :].split()).lower() for x in lines if x.startswith(prefix)
+        )
+
+    ufrag, pwd = value(session, "a=ice-ufrag:"), value(session, "a=ice-pwd:")
+    return [
+        (
+            value(lines, "a=mid:"),
+            _Credentials(
+                (value(lines, "a=ice-ufrag:", ufrag), value(lines, "a=ice-pwd:", pwd)),
+                fingerprints(session) | fingerprints(lines),
+            ),
+        )
+        for lines in sections
+    ]
+
+
+def credentials_change(current: str, new: str) -> str | None:
+    """Why the remote SDP ``new`` must not be applied on top of ``current`` (the
+    connection's remote description), or ``None`` if it keeps the credentials.
+
+    Every m-section of ``new`` must keep the DTLS fingerprints (all of them, as a set) and
+    the ICE ufrag and pwd of its transport: a section whose mid is in ``current`` those it
+    has there; a new section those of a section of ``current`` (with BUNDLE, which peermesh
+    and Trystero always use, the one transport of the connection).
+
+    A new fingerprint would mean a new DTLS association (RFC 8842) and new ICE credentials
+    an ICE restart (RFC 8839). peermesh supports neither on an established connection, so
+    both are refused: aiortc 1.16 has no ``restartIce()`` or ``iceRestart`` offer, and its
+    ICE and DTLS transports, once started, ignore new remote parameters (the description
+    would name credentials the connection does not use); Trystero restarts ICE only in the
+    offers of connections not yet made (its offer pool, sent by the signalling strategy),
+    never in an ``@_signal``, and closes a connection whose ICE failed. Pure; never raises.
+    """
+    known = dict(_credentials(current))
+    for mid, credentials in _credentials(new):
+        expected = [known[mid]] if mid in known else list(known.values())
+        if not any(credentials.fingerprints == e.fingerprints for e in expected):
+            return f"m-section {mid!r} changes the DTLS fingerprint"
+        if credentials not in expected:
+            return f"m-section {mid!r} changes the ICE credentials (ICE restarts are not supported)"
+    return None
 
 
 # -- renegotiation ---------------------------------------------------------------------------
