@@ -8,10 +8,16 @@ from typing import Any
 
 import pytest
 
-from peermesh import PeerTimeoutError, PeerUnavailableError, Room, RoomClosedError, UsageError
+from peermesh import (
+    Limits,
+    PeerTimeoutError,
+    PeerUnavailableError,
+    Room,
+    RoomClosedError,
+    UsageError,
+)
+from peermesh._limits import budget_for
 from peermesh._requests import (
-    MAX_CONCURRENT_HANDLERS_PER_PEER,
-    MAX_HELD_REQUESTS,
     RequestAction,
 )
 from peermesh._rpc import caller_id
@@ -21,9 +27,9 @@ from peermesh.errors import PeerError, RequestError
 from tests.rooms import JoinFactory, connected_pair, eventually, peer_ids
 
 
-async def mesh(join: JoinFactory, count: int) -> list[Room]:
+async def mesh(join: JoinFactory, count: int, **kw: Any) -> list[Room]:
     ids = peer_ids(count)
-    rooms = [await join(pid) for pid in ids]
+    rooms = [await join(pid, **kw) for pid in ids]
 
     def full() -> bool:
         return all(set(r.get_peers()) == set(ids) - {r.self_id} for r in rooms)
@@ -314,11 +320,16 @@ async def test_one_mebibyte_each_way_with_progress(join: JoinFactory) -> None:
 
 
 async def test_concurrent_handlers_are_capped(join: JoinFactory) -> None:
-    a, b = await connected_pair(join)
+    a_id, b_id = peer_ids(2)
+    a = await join(a_id)
+    b = await join(
+        b_id,
+        limits=Limits(
+            max_running_requests=3, max_running_requests_per_peer=2, max_waiting_requests=1
+        ),
+    )
+    await eventually(lambda: b_id in a.get_peers() and a_id in b.get_peers(), 20, "pair")
     manager = b._requests
-    manager.max_concurrent = 3
-    manager.max_concurrent_per_peer = 2
-    manager.max_held = 1
     release = asyncio.Event()
 
     async def wait(data: object, peer_id: str, metadata: object) -> object:
@@ -433,10 +444,11 @@ async def test_a_request_flood_does_not_starve_another_peer(join: JoinFactory) -
     # the flood is in progress: c is served all the same
     assert await c.make_action("work", kind="request").request("c", b.self_id) == "c"
     # a runs its share, the rest of its flood waits or is refused, to a
-    assert manager.running == MAX_CONCURRENT_HANDLERS_PER_PEER
-    assert manager.held == MAX_HELD_REQUESTS
+    limits = Limits()
+    assert manager.running == limits.max_running_requests_per_peer
+    assert manager.held == limits.max_waiting_requests
     rest = [i for i, t in enumerate(flood) if not t.done()]
-    assert len(rest) == MAX_CONCURRENT_HANDLERS_PER_PEER + MAX_HELD_REQUESTS
+    assert len(rest) == limits.max_running_requests_per_peer + limits.max_waiting_requests
     for task in flood:
         if task.done():
             with pytest.raises(RequestError, match=r"^too many concurrent requests$"):
@@ -449,11 +461,14 @@ async def test_a_request_flood_does_not_starve_another_peer(join: JoinFactory) -
 async def test_at_the_room_cap_a_waiting_peer_gets_the_next_free_handler(
     join: JoinFactory,
 ) -> None:
-    a, b, c = await mesh(join, 3)
+    a, b, c = await mesh(
+        join,
+        3,
+        limits=Limits(
+            max_running_requests=2, max_running_requests_per_peer=2, max_waiting_requests=4
+        ),
+    )
     manager = b._requests
-    manager.max_concurrent = 2
-    manager.max_concurrent_per_peer = 2
-    manager.max_held = 4
     gates = [asyncio.Event() for _ in range(8)]
     started: list[object] = []
 
@@ -488,3 +503,32 @@ async def test_at_the_room_cap_a_waiting_peer_gets_the_next_free_handler(
     assert refused == ["too many concurrent requests"] * 3
     served = sorted(o for o in outcomes if isinstance(o, int))
     assert served == sorted(i for i in started if isinstance(i, int))
+
+
+async def test_requests_are_charged_to_their_peer_and_one_that_does_not_fit_is_answered(
+    join: JoinFactory,
+) -> None:
+    mib = 1024 * 1024
+    a_id, b_id = peer_ids(2)
+    a = await join(a_id)
+    b = await join(b_id, limits=Limits(memory_budget=8 * mib, peer_memory=4 * mib))
+    await eventually(lambda: b_id in a.get_peers() and a_id in b.get_peers(), 20, "pair")
+    release = asyncio.Event()
+
+    async def hold(data: bytes, peer_id: str, metadata: object) -> int:
+        await release.wait()
+        return len(data)
+
+    b.make_action("big", kind="request").on_request(hold)
+    ask = a.make_action("big", kind="request")
+    size = 3 * mib // 2
+    running = [asyncio.create_task(ask.request(bytes(size), b_id)) for _ in range(2)]
+    await eventually(lambda: b._requests.running == 2, 10, "two handlers running")
+    budget = budget_for(b.limits)
+    assert budget.held(a_id) >= 2 * size
+    # A third does not fit next to them: it is refused, and told so (not left to time out).
+    with pytest.raises(RequestError, match=r"^too many concurrent requests$"):
+        await ask.request(bytes(size), b_id, timeout=10)
+    release.set()
+    assert await asyncio.gather(*running) == [size, size]
+    await eventually(lambda: budget.held(a_id) == 0, 5, "the requests' memory released")

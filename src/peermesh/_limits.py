@@ -56,6 +56,13 @@ class Limits:
     """Decoded-size estimate of one ``@_stream``/``@_track`` announcement or handshake
     message (``@_hsdata``); larger ones are dropped."""
 
+    max_running_requests: int = 64
+    """Request handlers running at once in a room; more requests wait."""
+    max_running_requests_per_peer: int = 16
+    """Request handlers running at once in a room for one peer; more of its requests wait."""
+    max_waiting_requests: int = 256
+    """Requests waiting in a room for a handler or a free slot; beyond it the peer with the
+    most waiting is refused one (see :mod:`peermesh._requests`)."""
     max_malformed_inputs: int = 100
     """Malformed inputs (chunks, messages, media signals, requests) a peer may send before
     it is disconnected; each is dropped and counted, the first of each kind logged."""

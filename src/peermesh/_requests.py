@@ -17,15 +17,15 @@ Differences from Trystero, all deliberate:
 - Incoming requests are bounded per room and shared fairly between peers, so that one
   peer's flood neither starves the other peers' requests nor gets them refused:
 
-  - at most :data:`MAX_CONCURRENT_HANDLERS` handler executions run at once, at most
-    :data:`MAX_CONCURRENT_HANDLERS_PER_PEER` of them for one peer;
+  - at most :attr:`Limits.max_running_requests` handler executions run at once, at most
+    :attr:`Limits.max_running_requests_per_peer` of them for one peer;
   - a request that cannot run yet (its action has no handler, or no handler slot is free
-    for its peer) waits, at most :data:`MAX_HELD_REQUESTS` in all. A free slot goes to the
+    for its peer) waits, at most :attr:`Limits.max_waiting_requests` in all. A free slot goes to the
     waiting peer with the fewest handlers running, ties round-robin, each peer's requests
     in arrival order. One waiting for a handler is answered ``"request handler
     unavailable"`` after :data:`REQUEST_HANDLER_WAIT` (as Trystero); one waiting for a slot
     waits until it runs or its peer leaves;
-  - when :data:`MAX_HELD_REQUESTS` are waiting, a new request is refused at once if its
+  - when :attr:`Limits.max_waiting_requests` are waiting, a new request is refused at once if its
     peer already has at least as many waiting as every other peer; otherwise the newest
     waiting request of the peer with the most is refused to make room. A peer with fewer
     waiting than its share (the limit divided by the peers with requests waiting) is never
@@ -61,14 +61,12 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
+    from ._limits import MemoryBudget
     from ._room import Room
 
 __all__ = [
     "DEFAULT_REQUEST_TIMEOUT",
     "HANDLER_UNAVAILABLE",
-    "MAX_CONCURRENT_HANDLERS",
-    "MAX_CONCURRENT_HANDLERS_PER_PEER",
-    "MAX_HELD_REQUESTS",
     "MAX_OUTSTANDING_REQUESTS",
     "REQUEST_HANDLER_WAIT",
     "TOO_MANY_REQUESTS",
@@ -86,13 +84,6 @@ DEFAULT_REQUEST_TIMEOUT = 60.0
 #: Seconds a request waits for a handler to be set before it is answered with
 #: :data:`HANDLER_UNAVAILABLE` (Trystero: 500 ms).
 REQUEST_HANDLER_WAIT = 0.5
-#: Handler executions in flight per room; more requests wait.
-MAX_CONCURRENT_HANDLERS = 64
-#: Handler executions in flight per room for one peer; more of its requests wait.
-MAX_CONCURRENT_HANDLERS_PER_PEER = 16
-#: Requests waiting per room for a handler or a free handler slot; beyond that the peer
-#: with the most waiting is refused one.
-MAX_HELD_REQUESTS = 256
 #: Requests of ours awaiting a reply per room; more raise :class:`UsageError`.
 MAX_OUTSTANDING_REQUESTS = 4096
 #: Length of a request id (Trystero: ``genId(20)``).
@@ -143,6 +134,8 @@ class _Held:
     request_id: str
     data: object
     metadata: object
+    #: Bytes charged to ``peer_id`` in the memory budget until the request is done.
+    size: int = 0
     timer: asyncio.TimerHandle | None = field(default=None)
 
 
@@ -151,20 +144,21 @@ class RequestManager:
     handler or a free handler slot, handler executions in flight, and the ``@_response``
     sender.
 
-    Limits are instance attributes (initialised from the module constants) so that a room
-    can be tuned. Owned by :class:`~peermesh._room.Room`; not a public API.
+    Its bounds are the room's :class:`~peermesh.Limits`; what waiting and running requests
+    hold is charged to their peers in ``budget``. Owned by :class:`~peermesh._room.Room`;
+    not a public API.
     """
 
-    def __init__(self, room: Room) -> None:
+    def __init__(self, room: Room, budget: MemoryBudget) -> None:
         self._room = room
+        self._budget = budget
         self._type_field = wire.encode_action_type(wire.RESPONSE)
         self._nonce = 0
         self._waiters: dict[str, _Waiter] = {}
-        self._waiting: FairQueue[_Held] = FairQueue(MAX_HELD_REQUESTS)
+        self._limits = room.limits
+        self._waiting: FairQueue[_Held] = FairQueue(self._limits.max_waiting_requests)
         self.running = 0
         self._running: dict[str, int] = {}  # per peer, only peers with handlers running
-        self.max_concurrent = MAX_CONCURRENT_HANDLERS
-        self.max_concurrent_per_peer = MAX_CONCURRENT_HANDLERS_PER_PEER
         self.max_outstanding = MAX_OUTSTANDING_REQUESTS
 
     @property
@@ -176,15 +170,6 @@ class RequestManager:
     def held(self) -> int:
         """Incoming requests waiting for a handler or a free handler slot."""
         return len(self._waiting)
-
-    @property
-    def max_held(self) -> int:
-        """Incoming requests that may wait (:data:`MAX_HELD_REQUESTS`)."""
-        return self._waiting.limit
-
-    @max_held.setter
-    def max_held(self, limit: int) -> None:
-        self._waiting.limit = limit
 
     # -- outgoing -----------------------------------------------------------------------------
 
@@ -237,11 +222,23 @@ class RequestManager:
     # -- incoming -----------------------------------------------------------------------------
 
     def incoming(
-        self, action: RequestAction, peer_id: str, request_id: str, data: object, metadata: object
+        self,
+        action: RequestAction,
+        peer_id: str,
+        request_id: str,
+        data: object,
+        metadata: object,
+        size: int,
     ) -> None:
         """A complete request for ``action`` arrived: run its handler now if a slot is free
-        for ``peer_id``, else let it wait or refuse it (see the module docstring)."""
-        held = _Held(action, peer_id, request_id, data, metadata)
+        for ``peer_id``, else let it wait or refuse it (see the module docstring). Its
+        ``size`` is charged to the peer in the memory budget until it is done; a request
+        that does not fit is refused."""
+        held = _Held(action, peer_id, request_id, data, metadata, size)
+        if not self._budget.charge(peer_id, size):
+            held.size = 0
+            self._refuse(held)
+            return
         if self._may_run(held):
             self._start(held)
             return
@@ -256,20 +253,33 @@ class RequestManager:
         """``held`` has a handler and a free handler slot, in the room and for its peer."""
         return (
             held.action.handler is not None
-            and self.running < self.max_concurrent
-            and self._running.get(held.peer_id, 0) < self.max_concurrent_per_peer
+            and self.running < self._limits.max_running_requests
+            and self._running.get(held.peer_id, 0) < self._limits.max_running_requests_per_peer
         )
 
+    def refuse(self, peer_id: str, request_id: str) -> None:
+        """Answer a request that could not be taken with :data:`TOO_MANY_REQUESTS`."""
+        logger.debug("%r: refusing a request from %s: %s", self._room, peer_id, TOO_MANY_REQUESTS)
+        self._reply_error(peer_id, request_id, TOO_MANY_REQUESTS)
+
     def _refuse(self, held: _Held) -> None:
-        if held.timer is not None:
-            held.timer.cancel()
+        self._done(held)
         error = HANDLER_UNAVAILABLE if held.action.handler is None else TOO_MANY_REQUESTS
         logger.debug("%r: refusing a request from %s: %s", self._room, held.peer_id, error)
         self._reply_error(held.peer_id, held.request_id, error)
 
     def _expire(self, held: _Held) -> None:
         if self._waiting.remove(held.peer_id, held):
+            self._done(held)
             self._reply_error(held.peer_id, held.request_id, HANDLER_UNAVAILABLE)
+
+    def _done(self, held: _Held) -> None:
+        """``held`` ran or was dropped: release what it was charged, stop its timer."""
+        if held.timer is not None:
+            held.timer.cancel()
+            held.timer = None
+        self._budget.release(held.peer_id, held.size)
+        held.size = 0
 
     def flush(self, action: RequestAction) -> None:
         """``action`` got a handler: its waiting requests now wait only for a slot."""
@@ -292,21 +302,15 @@ class RequestManager:
         peer_id = held.peer_id
         self.running += 1
         self._running[peer_id] = self._running.get(peer_id, 0) + 1
-        self._room._spawn(self._handle(handler, peer_id, held.request_id, held.data, held.metadata))
+        self._room._spawn(self._handle(handler, held))
 
-    async def _handle(
-        self,
-        handler: RequestHandler,
-        peer_id: str,
-        request_id: str,
-        data: object,
-        metadata: object,
-    ) -> None:
+    async def _handle(self, handler: RequestHandler, held: _Held) -> None:
+        peer_id, request_id = held.peer_id, held.request_id
         # A task runs in its own copy of the context: this does not leak to other tasks.
         CALLER.set(peer_id)
         try:
             try:
-                result = handler(data, peer_id, metadata)
+                result = handler(held.data, peer_id, held.metadata)
                 if inspect.isawaitable(result):
                     result = await result
                 kind, payload = wire.encode_payload(result)
@@ -322,6 +326,7 @@ class RequestManager:
                 return
             await self._send_reply(peer_id, request_id, (kind, payload), None)
         finally:
+            self._done(held)
             self.running -= 1
             self._running[peer_id] -= 1
             if not self._running[peer_id]:
@@ -370,8 +375,7 @@ class RequestManager:
                 if not waiter.future.done():
                     waiter.future.set_exception(PeerUnavailableError(f"{peer_id} left: {reason}"))
         for held in self._waiting.drop(peer_id):
-            if held.timer is not None:
-                held.timer.cancel()
+            self._done(held)
 
     def close(self) -> None:
         """The room is being left: fail every outstanding request with
@@ -382,8 +386,7 @@ class RequestManager:
             if not waiter.future.done():
                 waiter.future.set_exception(RoomClosedError(f"{self._room!r} has been left"))
         for held in self._waiting.clear():
-            if held.timer is not None:
-                held.timer.cancel()
+            self._done(held)
 
 
 class RequestAction:
@@ -558,16 +561,22 @@ class RequestAction:
         parsed = _request_metadata(event.metadata)
         if parsed is None:
             self._room.counters.malformed_requests += 1
-            logger.debug(
-                "%r: %s sent a message on request action %r without request metadata",
-                self._room,
-                event.peer_id,
-                self.name,
+            self._room._malformed(
+                event.peer_id, "request", f"no request metadata on action {self.name!r}"
             )
             return True
         request_id, user_metadata = parsed
-        self._manager.incoming(self, event.peer_id, request_id, event.data, user_metadata)
+        self._manager.incoming(
+            self, event.peer_id, request_id, event.data, user_metadata, event.size
+        )
         return True
+
+    def _refuse(self, peer_id: str, metadata: object) -> None:
+        """A request from ``peer_id`` was dropped for a limit before it was complete: answer
+        it with :data:`TOO_MANY_REQUESTS` if its metadata (its request id) is known."""
+        parsed = _request_metadata(metadata)
+        if parsed is not None:
+            self._manager.refuse(peer_id, parsed[0])
 
     def _progress(self, fraction: float, peer_id: str, metadata: object) -> None:
         parsed = _request_metadata(metadata)

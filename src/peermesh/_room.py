@@ -361,7 +361,7 @@ class Room:
             for name in (wire.HSREADY, wire.HSDATA, wire.LEAVE, wire.PING, wire.PONG)
         }
         self._internal_nonces: dict[str, int] = {}
-        self._requests = RequestManager(self)
+        self._requests = RequestManager(self, self._budget)
         self._rpc = Rpc(self)
         self._media = RoomMedia(self)
 
@@ -1012,7 +1012,7 @@ class Room:
             chunk = wire.parse_chunk(data)
         except ProtocolError as exc:
             self.counters.malformed_chunks += 1
-            self._malformed(member, "action chunk", exc)
+            self._malformed(peer_id, "action chunk", exc)
             return
         name = chunk.action_type
         internal = name.startswith(wire.INTERNAL_PREFIX)
@@ -1046,10 +1046,13 @@ class Room:
         except wire.LimitExceeded as exc:
             self.counters.rejected_messages += 1
             logger.debug("%r: dropped a message from %s: %s", self, peer_id, exc)
+            action = self._actions.get(name)
+            if isinstance(action, RequestAction):
+                action._refuse(peer_id, exc.metadata)  # so that the caller is not left waiting
             return
         except ProtocolError as exc:
             self.counters.rejected_messages += 1
-            self._malformed(member, "message", exc)
+            self._malformed(peer_id, "message", exc)
             return
         if event is None:
             return
@@ -1078,7 +1081,7 @@ class Room:
                     self._media.receive(name, peer_id, event.data)
                 except ProtocolError as exc:
                     self.counters.malformed_media += 1
-                    self._malformed(member, name, exc)
+                    self._malformed(peer_id, name, exc)
             return
         action = self._actions.get(name)
         if isinstance(event, wire.ReceiveProgress):
@@ -1091,9 +1094,12 @@ class Room:
                 return
         self._hold(event)
 
-    def _malformed(self, member: _Member, kind: str, error: Exception) -> None:
-        """``member`` sent input that breaks the protocol (it was dropped and counted): log
+    def _malformed(self, peer_id: str, kind: str, error: object) -> None:
+        """``peer_id`` sent input that breaks the protocol (it was dropped and counted): log
         the first of each kind per peer, and disconnect a peer that keeps at it."""
+        member = self._members.get(peer_id)
+        if member is None:
+            return
         member.malformed += 1
         if kind not in member.malformed_logged:
             member.malformed_logged.add(kind)

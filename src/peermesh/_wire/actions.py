@@ -468,7 +468,14 @@ class MessageReceived:
 
 class LimitExceeded(ProtocolError):
     """A well-formed message the reassembler refused because it breaks a limit (size,
-    messages in progress, the memory budget), not the format."""
+    messages in progress, the memory budget), not the format. ``action_type`` names its
+    action and ``metadata`` is its decoded metadata when that was read before the refusal
+    (so that a refused request can still be answered), else ``None``."""
+
+    def __init__(self, message: str, action_type: str, metadata: object | None) -> None:
+        super().__init__(message)
+        self.action_type = action_type
+        self.metadata = metadata
 
 
 class _Partial:
@@ -621,18 +628,25 @@ class Reassembler:
     # ------------------------------------------------------------------ internals
 
     def _reject(
-        self, peer_id: str, key: _Key, chunk: ActionChunk, reason: str, *, limit: bool = False
+        self,
+        peer_id: str,
+        key: _Key,
+        chunk: ActionChunk,
+        reason: str,
+        *,
+        limit: bool = False,
+        metadata: object | None = None,
     ) -> ProtocolError:
         """Poison ``key`` unless ``chunk`` ends its message; return the error to raise
-        (:class:`LimitExceeded` when ``limit``)."""
+        (:class:`LimitExceeded`, carrying ``metadata``, when ``limit``)."""
         if not chunk.last:
             poisoned = self._poisoned.setdefault(peer_id, {})
             if len(poisoned) >= self._max_poisoned:
                 del poisoned[next(iter(poisoned))]
             poisoned[key] = None
         logger.debug("dropping message %s#%d from %s: %s", key[0], key[1], peer_id, reason)
-        error = LimitExceeded if limit else ProtocolError
-        return error(f"action {key[0]!r} nonce {key[1]} from {peer_id}: {reason}")
+        message = f"action {key[0]!r} nonce {key[1]} from {peer_id}: {reason}"
+        return LimitExceeded(message, key[0], metadata) if limit else ProtocolError(message)
 
     def _charge(self, peer_id: str, nbytes: int) -> bool:
         budget = self._budget
@@ -678,6 +692,7 @@ class Reassembler:
                 chunk,
                 f"decoding it (~{size} bytes) would exceed the memory budget",
                 limit=True,
+                metadata=metadata,
             )
         value = decode_payload(chunk.kind, data)
         return MessageReceived(
@@ -740,11 +755,21 @@ class Reassembler:
 
         if peer_partials is not None and len(peer_partials) >= self._max_partials:
             raise self._reject(
-                peer_id, key, chunk, "too many partial messages from this peer", limit=True
+                peer_id,
+                key,
+                chunk,
+                "too many partial messages from this peer",
+                limit=True,
+                metadata=metadata,
             )
         if not self._charge(peer_id, size + meta_size):
             raise self._reject(
-                peer_id, key, chunk, "peer's share of the memory budget is full", limit=True
+                peer_id,
+                key,
+                chunk,
+                "peer's share of the memory budget is full",
+                limit=True,
+                metadata=metadata,
             )
 
         partial = _Partial(chunk.kind, metadata, meta_size)
@@ -775,7 +800,7 @@ class Reassembler:
             reason = "peer's share of the memory budget is full"
         if reason is not None:
             self._remove(peer_id, key, partial)
-            raise self._reject(peer_id, key, chunk, reason, limit=limit)
+            raise self._reject(peer_id, key, chunk, reason, limit=limit, metadata=partial.metadata)
 
         if chunk.last:
             self._remove(peer_id, key, partial)
