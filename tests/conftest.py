@@ -19,6 +19,9 @@ from peermesh.servers.tracker import TrackerServer, serve_tracker
 from peermesh.torrent import join_room
 from tests.rooms import LOOPBACK, JoinFactory
 
+#: Every test fails if it leaks an asyncio task or future (see tests/asyncio_leaks.py).
+pytest_plugins = ["tests.asyncio_leaks"]
+
 # A failing test shows peermesh's own DEBUG log (pytest captures it per test); third-party
 # loggers stay at WARNING so aioice/aiortc chatter does not drown it.
 logging.getLogger("peermesh").setLevel(logging.DEBUG)
