@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from peermesh import Limits
-from peermesh._limits import MemoryBudget, budget_for
+from peermesh._limits import MemoryBudget, RateLimit, budget_for
 from peermesh.errors import UsageError
 
 
@@ -100,3 +100,15 @@ def test_limits_validate_and_equal_limits_share_one_budget() -> None:
     small = budget_for(Limits(memory_budget=2048, peer_memory=1024))
     assert (small.total, small.per_peer) == (2048, 1024)
     assert small is not budget_for(Limits())
+
+
+def test_rate_limit_allows_a_burst_then_the_rate() -> None:
+    limit = RateLimit(rate=4, burst=8, now=100.0)  # times in binary fractions: exact sums
+    assert sum(limit.allow(100.0) for _ in range(50)) == 8
+    assert not limit.allow(100.125)  # half a token
+    assert limit.allow(100.25)
+    assert sum(limit.allow(101.25) for _ in range(50)) == 4  # one second refills 4
+    assert sum(limit.allow(1000.0) for _ in range(50)) == 8  # never more than the burst
+    assert not limit.allow(999.0)  # a clock going back refills nothing
+    assert not limit.allow(1000.0)
+    assert limit.allow(1000.25)

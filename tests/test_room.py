@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import time
 
 import pytest
 
@@ -20,7 +21,7 @@ from peermesh import (
 from peermesh._limits import budget_for
 from peermesh._link import PeerLink
 from peermesh._wire import actions as wire
-from peermesh._wire.frames import encode_room_frame
+from peermesh._wire.frames import encode_presence_frame, encode_room_frame
 from tests.rooms import JoinFactory, connected_pair, eventually, peer_ids
 
 
@@ -280,6 +281,24 @@ async def test_a_peer_that_keeps_sending_garbage_is_disconnected(
     await eventually(lambda: left == [a.self_id], 5, "the garbage sender disconnected")
     assert b.counters.malformed_peers == 1
     assert "it sent 20 malformed inputs" in caplog.text
+
+
+async def test_a_peer_flooding_pings_and_presence_gets_bounded_work(join: JoinFactory) -> None:
+    a, b = await _pair_with_limits(join, Limits(max_control_rate=20))
+    link = a._members[b.self_id].link
+    ping = a._control_frame(wire.PING)
+    started = time.monotonic()
+    for i in range(500):
+        assert link.send_nowait(ping)
+        assert link.send_nowait(encode_presence_frame(f"{i:064x}", True))  # no such room
+    await _flush(a, b)
+    elapsed = time.monotonic() - started
+    # At most the burst (2 x 20) plus 20 per second were answered; the rest were dropped.
+    assert b.counters.rate_limited >= 500 - 40 - 20 * elapsed - 1
+    assert b._shared.counters.presence_rate_limited >= 500 - 40 - 20 * elapsed - 1
+    await asyncio.sleep(0.1)  # let a few tokens come back: a real ping is answered
+    assert await b.ping(a.self_id) >= 0
+    assert await a.ping(b.self_id) >= 0
 
 
 async def test_oversized_message_is_dropped_and_room_keeps_working(join: JoinFactory) -> None:

@@ -22,7 +22,7 @@ from typing import Final
 
 from .errors import UsageError
 
-__all__ = ["DEFAULT_LIMITS", "Limits", "MemoryBudget", "budget_for"]
+__all__ = ["DEFAULT_LIMITS", "Limits", "MemoryBudget", "RateLimit", "budget_for"]
 
 _MiB: Final = 1024 * 1024
 
@@ -63,6 +63,10 @@ class Limits:
     max_waiting_requests: int = 256
     """Requests waiting in a room for a handler or a free slot; beyond it the peer with the
     most waiting is refused one (see :mod:`peermesh._requests`)."""
+    max_control_rate: int = 50
+    """Control messages per second one peer may make a room act on — pings,
+    renegotiation signals, stream and track announcements — with bursts of twice that;
+    the excess is dropped, counted and logged once per peer."""
     max_malformed_inputs: int = 100
     """Malformed inputs (chunks, messages, media signals, requests) a peer may send before
     it is disconnected; each is dropped and counted, the first of each kind logged."""
@@ -185,6 +189,30 @@ class _Strong:
 
     def __call__(self) -> Evict:
         return self.target
+
+
+class RateLimit:
+    """A token bucket: :meth:`allow` ``rate`` times per second on average, ``burst`` times
+    in a row. Pure: the caller passes the time (any monotonic clock, in seconds)."""
+
+    __slots__ = ("_last", "_tokens", "burst", "rate")
+
+    def __init__(self, rate: float, burst: float, now: float) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._tokens = burst
+        self._last = now
+
+    def allow(self, now: float) -> bool:
+        """Whether one more event is allowed at ``now`` (and count it if so)."""
+        elapsed = max(0.0, now - self._last)  # a clock that goes back refills nothing
+        tokens = min(self.burst, self._tokens + elapsed * self.rate)
+        self._last = max(now, self._last)
+        if tokens < 1:
+            self._tokens = tokens
+            return False
+        self._tokens = tokens - 1
+        return True
 
 
 _budgets: dict[tuple[int, int], MemoryBudget] = {}

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 from aiortc import RTCConfiguration, RTCPeerConnection
 
 from ._events import DEFAULT_QUEUE_LIMIT, ActionMessage, EventQueue, PeerJoined, PeerLeft, RoomEvent
-from ._limits import DEFAULT_LIMITS, Limits, budget_for
+from ._limits import DEFAULT_LIMITS, Limits, RateLimit, budget_for
 from ._link import PeerLink, wait_links_closed
 from ._media import RoomMedia
 from ._requests import DEFAULT_REQUEST_TIMEOUT, RequestAction, RequestManager
@@ -126,6 +126,8 @@ class RoomCounters:
     evicted_peers: int = 0
     #: Peers disconnected for sending :attr:`Limits.max_malformed_inputs` malformed inputs.
     malformed_peers: int = 0
+    #: Pings and media signals over :attr:`Limits.max_control_rate`.
+    rate_limited: int = 0
     #: Messages on a request action without valid request metadata ``{"r": id}``.
     malformed_requests: int = 0
     #: ``@_response`` messages without valid metadata ``{"r": id}``.
@@ -161,9 +163,12 @@ class _Member:
     )
     pings: deque[asyncio.Future[float]] = field(default_factory=deque)
     handshake: asyncio.Task[None] | None = None
-    #: Malformed inputs received from the peer, and the kinds already logged.
+    #: Malformed inputs received from the peer.
     malformed: int = 0
-    malformed_logged: set[str] = field(default_factory=set)
+    #: Kinds of dropped input already logged for this peer (each is logged once).
+    logged: set[str] = field(default_factory=set)
+    #: Pings and media signals the peer may make us act on (created on first use).
+    control_rate: RateLimit | None = None
     #: Moved from a replaced connection while active: the app already sees the peer, so
     #: passing the handshake again is silent, and failing it is a leave.
     resumed: bool = False
@@ -1028,7 +1033,8 @@ class Room:
             self._forget(member, "left the room", linger=True)
             return
         if name == wire.PING:
-            member.link.send_nowait(self._control_frame(wire.PONG))
+            if self._within_rate(member, name):
+                member.link.send_nowait(self._control_frame(wire.PONG))
             return
         if name == wire.PONG:
             answered = time.perf_counter()
@@ -1076,7 +1082,7 @@ class Room:
                 self._requests.on_response(event)
             return
         if name in _MEDIA_ACTIONS:
-            if isinstance(event, wire.MessageReceived):
+            if isinstance(event, wire.MessageReceived) and self._within_rate(member, name):
                 try:
                     self._media.receive(name, peer_id, event.data)
                 except ProtocolError as exc:
@@ -1101,8 +1107,8 @@ class Room:
         if member is None:
             return
         member.malformed += 1
-        if kind not in member.malformed_logged:
-            member.malformed_logged.add(kind)
+        if kind not in member.logged:
+            member.logged.add(kind)
             logger.warning(
                 "%r: dropped a malformed %s from %s: %s", self, kind, member.peer_id, error
             )
@@ -1115,6 +1121,22 @@ class Room:
             logger.warning("%r: disconnecting peer %s: %s", self, member.peer_id, reason)
             self.counters.malformed_peers += 1
             self._forget(member, reason)
+
+    def _within_rate(self, member: _Member, kind: str) -> bool:
+        """Whether ``member`` may make us act on one more control message of ``kind`` now
+        (:attr:`Limits.max_control_rate`); the excess is counted and logged once per kind."""
+        now = time.monotonic()
+        limit = member.control_rate
+        if limit is None:
+            rate = self.limits.max_control_rate
+            limit = member.control_rate = RateLimit(rate, 2 * rate, now)
+        if limit.allow(now):
+            return True
+        self.counters.rate_limited += 1
+        level = logging.DEBUG if f"rate {kind}" in member.logged else logging.WARNING
+        member.logged.add(f"rate {kind}")
+        logger.log(level, "%r: dropped %s from %s: over the rate", self, kind, member.peer_id)
+        return False
 
     def _hold(self, event: wire.MessageReceived) -> None:
         """Keep a message for an action nobody listens to yet, charged to its sender; the

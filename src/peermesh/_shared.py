@@ -47,6 +47,7 @@ from typing import Protocol
 
 from aiortc import RTCConfiguration
 
+from ._limits import RateLimit
 from ._link import DtlsCertificate, PeerLink
 from ._wire.frames import (
     HandoverFrame,
@@ -65,6 +66,9 @@ logger = logging.getLogger(__name__)
 
 #: How many room tokens a remote may announce on one link before we stop remembering more.
 MAX_REMOTE_TOKENS = 256
+#: Presence frames per second a link's peer may send (bursts of twice that); each may start
+#: or end an admission handshake, so the excess is dropped (counted, logged once per link).
+MAX_PRESENCE_RATE = 20
 #: A link open this long is kept when a second one to the same peer opens.
 SETTLED_AFTER = 2.0
 #: How long a link whose peer sent ``@_leave`` stays open for its presence=0 to arrive.
@@ -105,6 +109,8 @@ class LinkCounters:
     malformed_frames: int = 0
     frames_for_unknown_rooms: int = 0
     duplicate_links: int = 0
+    #: Presence frames over :data:`MAX_PRESENCE_RATE`.
+    presence_rate_limited: int = 0
 
 
 @dataclass
@@ -128,6 +134,12 @@ class _LinkInfo:
     #: A running :meth:`SharedLinks.still_used` check of this link.
     check: asyncio.Task[bool] | None = None
     retirement: _Retirement | None = None
+    rate_logged: bool = False
+    presence_rate: RateLimit = field(
+        default_factory=lambda: RateLimit(
+            MAX_PRESENCE_RATE, 2 * MAX_PRESENCE_RATE, time.monotonic()
+        )
+    )
 
 
 class SharedLinks:
@@ -502,6 +514,12 @@ class SharedLinks:
         room = self.rooms.get(frame.token)
         if isinstance(frame, PresenceFrame):
             if info is None:
+                return
+            if not info.presence_rate.allow(time.monotonic()):
+                self.counters.presence_rate_limited += 1
+                level = logging.DEBUG if info.rate_logged else logging.WARNING
+                info.rate_logged = True
+                logger.log(level, "dropped a presence frame from %s: over the rate", remote_id)
                 return
             if frame.present:
                 if len(info.remote_tokens) < MAX_REMOTE_TOKENS:
