@@ -7,7 +7,7 @@ NODE_DIR   := tests/interop
 NODE_STAMP := $(NODE_DIR)/node_modules/.installed
 ISOLATED   := scripts/isolated
 
-.PHONY: demo test lint bench venv node mosquitto chromium clean
+.PHONY: demo test lint bench soak venv node mosquitto chromium clean
 
 demo: $(PY_STAMP)
 	$(ISOLATED) $(BIN)/peermesh demo
@@ -23,6 +23,11 @@ lint: $(PY_STAMP)
 
 bench: $(PY_STAMP) $(NODE_STAMP) mosquitto
 	$(ISOLATED) $(BIN)/python -m bench $(BENCH_ARGS)
+
+# 500 join/leave cycles, then a 10-peer room for 10 minutes: leaked tasks, fds, RSS slope
+# and connections left (bench/soak.py). About 15 minutes; SOAK_ARGS="--cycles 50 --minutes 1".
+soak: $(PY_STAMP)
+	$(ISOLATED) $(BIN)/python -m bench.soak $(SOAK_ARGS)
 
 venv: $(PY_STAMP)
 node: $(NODE_STAMP)
