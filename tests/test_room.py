@@ -301,6 +301,25 @@ async def test_a_peer_flooding_pings_and_presence_gets_bounded_work(join: JoinFa
     assert await a.ping(b.self_id) >= 0
 
 
+async def test_sending_to_a_peer_that_closed_the_connection_raises_peer_unavailable(
+    join: JoinFactory,
+) -> None:
+    # Before: once the peer had closed the data channel, aiortc's InvalidStateError escaped
+    # from send (the channel was "closing" while the link still looked open).
+    a, b = await _pair_with_limits(join, Limits(max_malformed_inputs=3))
+    link = a._members[b.self_id].link
+    garbage = encode_room_frame(a.token, b"\x00" * 10)
+
+    async def send_until_refused() -> None:
+        for _ in range(100_000):
+            await link.send(garbage)  # b disconnects us after 3 of them
+            await asyncio.sleep(0)
+
+    with pytest.raises(PeerUnavailableError):
+        await send_until_refused()
+    assert not link.send_nowait(garbage)
+
+
 async def test_oversized_message_is_dropped_and_room_keeps_working(join: JoinFactory) -> None:
     a_id, b_id = peer_ids(2)
     a = await join(a_id)

@@ -21,7 +21,7 @@ import enum
 import logging
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, TypeGuard
 
 from aioice import stun
 from aiortc import (
@@ -401,7 +401,7 @@ class PeerLink:
         """
         channel = self._channel
         while True:
-            if self.state is not LinkState.OPEN or channel is None:
+            if not self._sendable(channel):
                 raise PeerUnavailableError(f"connection to {self.remote_id} is closed")
             if self.retired:
                 raise PeerUnavailableError(f"connection to {self.remote_id} was handed over")
@@ -420,11 +420,17 @@ class PeerLink:
     def send_nowait(self, frame: bytes) -> bool:
         """Send a small control frame without waiting (even once retired); returns False if
         the link is closed."""
-        if self.state is not LinkState.OPEN or self._channel is None:
+        channel = self._channel
+        if not self._sendable(channel):
             return False
         self._count_frame()
-        self._channel.send(frame)
+        channel.send(frame)
         return True
+
+    def _sendable(self, channel: RTCDataChannel | None) -> TypeGuard[RTCDataChannel]:
+        """Whether ``channel`` takes frames: the link is open and so is the channel (which
+        is "closing", and refuses frames, from the peer's close until aiortc's ``close``)."""
+        return self.state is LinkState.OPEN and channel is not None and channel.readyState == "open"
 
     def retire(self, last_frame: bytes) -> None:
         """Send ``last_frame``, after which :meth:`send` refuses: only control frames
