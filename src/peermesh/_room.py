@@ -1107,15 +1107,7 @@ class Room:
         if member is None:
             return
         member.malformed += 1
-        if kind not in member.logged:
-            member.logged.add(kind)
-            logger.warning(
-                "%r: dropped a malformed %s from %s: %s", self, kind, member.peer_id, error
-            )
-        else:
-            logger.debug(
-                "%r: dropped a malformed %s from %s: %s", self, kind, member.peer_id, error
-            )
+        self._log_once(member, kind, "dropped a malformed %s from %s: %s", kind, peer_id, error)
         if member.malformed >= self.limits.max_malformed_inputs:
             reason = f"it sent {member.malformed} malformed inputs"
             logger.warning("%r: disconnecting peer %s: %s", self, member.peer_id, reason)
@@ -1133,10 +1125,17 @@ class Room:
         if limit.allow(now):
             return True
         self.counters.rate_limited += 1
-        level = logging.DEBUG if f"rate {kind}" in member.logged else logging.WARNING
-        member.logged.add(f"rate {kind}")
-        logger.log(level, "%r: dropped %s from %s: over the rate", self, kind, member.peer_id)
+        self._log_once(
+            member, f"rate {kind}", "dropped %s from %s: over the rate", kind, member.peer_id
+        )
         return False
+
+    def _log_once(self, member: _Member, kind: str, message: str, *args: object) -> None:
+        """Log a dropped input: the first of its ``kind`` from ``member`` as a warning, the
+        others at debug (so a peer cannot flood the log)."""
+        level = logging.DEBUG if kind in member.logged else logging.WARNING
+        member.logged.add(kind)
+        logger.log(level, "%r: " + message, self, *args)
 
     def _hold(self, event: wire.MessageReceived) -> None:
         """Keep a message for an action nobody listens to yet, charged to its sender; the
@@ -1195,6 +1194,7 @@ class Room:
         for event in self._release_unclaimed(lambda event: event.peer_id == peer_id):
             self._drop_unclaimed(event, charged=False)
         self._reassembler.drop_peer(peer_id)
+        self._requests.peer_gone(peer_id, reason)
         member = self._members.get(peer_id)
         if member is None:
             return
