@@ -15,6 +15,7 @@ peers keep working.
 from __future__ import annotations
 
 import inspect
+import logging
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, fields
@@ -22,7 +23,7 @@ from typing import Final
 
 from .errors import UsageError
 
-__all__ = ["DEFAULT_LIMITS", "Limits", "MemoryBudget", "RateLimit", "budget_for"]
+__all__ = ["DEFAULT_LIMITS", "Limits", "MemoryBudget", "RateLimit", "budget_for", "log_once"]
 
 _MiB: Final = 1024 * 1024
 
@@ -226,3 +227,12 @@ def budget_for(limits: Limits) -> MemoryBudget:
     if budget is None:
         budget = _budgets[key] = MemoryBudget(*key)
     return budget
+
+
+def log_once(log: logging.Logger, logged: set[str], kind: str, message: str, *args: object) -> None:
+    """Log a dropped input: the first of its ``kind`` (tracked in ``logged``, one set per peer
+    or per relay connection) as a warning, the others at debug, so that whoever sends the
+    input cannot flood the log."""
+    level = logging.DEBUG if kind in logged else logging.WARNING
+    logged.add(kind)
+    log.log(level, message, *args)

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 from aiortc import RTCConfiguration, RTCPeerConnection
 
 from ._events import DEFAULT_QUEUE_LIMIT, ActionMessage, EventQueue, PeerJoined, PeerLeft, RoomEvent
-from ._limits import DEFAULT_LIMITS, Limits, RateLimit, budget_for
+from ._limits import DEFAULT_LIMITS, Limits, RateLimit, budget_for, log_once
 from ._link import PeerLink, wait_links_closed
 from ._media import RoomMedia
 from ._requests import DEFAULT_REQUEST_TIMEOUT, RequestAction, RequestManager
@@ -1131,11 +1131,7 @@ class Room:
         return False
 
     def _log_once(self, member: _Member, kind: str, message: str, *args: object) -> None:
-        """Log a dropped input: the first of its ``kind`` from ``member`` as a warning, the
-        others at debug (so a peer cannot flood the log)."""
-        level = logging.DEBUG if kind in member.logged else logging.WARNING
-        member.logged.add(kind)
-        logger.log(level, "%r: " + message, self, *args)
+        log_once(logger, member.logged, kind, "%r: " + message, self, *args)
 
     def _hold(self, event: wire.MessageReceived) -> None:
         """Keep a message for an action nobody listens to yet, charged to its sender; the

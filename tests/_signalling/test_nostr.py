@@ -228,7 +228,7 @@ def _ok(reply: Callable[[dict[str, Any]], tuple[bool, str]]) -> OnMessage:
 
 
 async def test_forged_duplicate_and_malformed_events_are_dropped(
-    clients: Callable[..., NostrRelay],
+    clients: Callable[..., NostrRelay], caplog: pytest.LogCaptureFixture
 ) -> None:
     genuine = build_event(OTHER_KEY, topic=T1, content="genuine", created_at=_now())
     forged_content = dict(genuine, content="forged")
@@ -265,6 +265,10 @@ async def test_forged_duplicate_and_malformed_events_are_dropped(
         assert b.duplicate_events == 1
         health = b.health()
         assert health.messages_dropped == 5
+        # the first of each kind is a warning, the rest debug: a relay cannot flood the log
+        warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+        assert len([w for w in warnings if "signature is invalid" in w]) == 1
+        assert len([w for w in warnings if "malformed relay message" in w]) == 1
         assert health.state is RelayState.OPEN
         req = rogue.sent("REQ")[0]
         assert req[2]["kinds"] == [nostr_kind(T1)]

@@ -37,6 +37,7 @@ import aiomqtt
 import paho.mqtt.client as paho
 from aiomqtt import MqttError, ProtocolVersion
 
+from .._limits import log_once
 from . import ReadyCallbacks, RelayHealth, RelayState, TopicHandler, register_relay
 from .websocket import Backoff
 
@@ -164,6 +165,7 @@ class MqttRelay:
         self.messages_sent = 0
         self.messages_received = 0
         self.messages_dropped = 0
+        self._logged: set[str] = set()  # kinds of dropped input already logged
         #: Successful connections so far (the first one included).
         self.connections = 0
         self._handlers: dict[str, list[TopicHandler]] = {}
@@ -434,7 +436,15 @@ class MqttRelay:
 
     def _drop(self, topic: str, reason: str) -> None:
         self.messages_dropped += 1
-        logger.debug("%s: dropped a message on %s: %s", self.url, topic, reason)
+        log_once(
+            logger,
+            self._logged,
+            "message",
+            "%s: dropped a message on %s: %s",
+            self.url,
+            topic,
+            reason,
+        )
 
 
 _background: set[asyncio.Task[None]] = set()

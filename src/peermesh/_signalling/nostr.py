@@ -42,6 +42,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 
+from .._limits import log_once
 from .._wire.nostr import (
     MAX_MESSAGE_SIZE,
     MAX_TOPICS_PER_REQ,
@@ -131,6 +132,7 @@ class NostrRelay:
         self.forged_events = 0
         #: Relay messages that could not be parsed (dropped).
         self.malformed_messages = 0
+        self._logged: set[str] = set()  # kinds of dropped input already logged
         #: Events received again (by id) and not delivered a second time.
         self.duplicate_events = 0
         self._topics: dict[str, list[TopicHandler]] = {}
@@ -391,7 +393,14 @@ class NostrRelay:
             message = parse_relay_message(text)
         except RelayProtocolError as exc:
             self.malformed_messages += 1
-            logger.debug("%s: dropped a malformed relay message: %s", self.url, exc)
+            log_once(
+                logger,
+                self._logged,
+                "message",
+                "%s: dropped a malformed relay message: %s",
+                self.url,
+                exc,
+            )
             return
         if isinstance(message, RelayEvent):
             self._event(message)
@@ -422,7 +431,13 @@ class NostrRelay:
             return
         if not verify_event(event):
             self.forged_events += 1
-            logger.debug("%s: dropped an event whose id or signature is invalid", self.url)
+            log_once(
+                logger,
+                self._logged,
+                "event",
+                "%s: dropped an event whose id or signature is invalid",
+                self.url,
+            )
             return
         self._seen[eid] = None
         if len(self._seen) > MAX_SEEN_EVENTS:

@@ -60,6 +60,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from .._limits import log_once
 from .._link import PeerLink
 from .._wire.sealing import seal, unseal
 from .._wire.topics import gen_id, info_hash, is_peer_id
@@ -133,6 +134,7 @@ class TrackerConnection:
         self.url = url
         self.self_id = self_id
         self.malformed_messages = 0
+        self._logged: set[str] = set()  # kinds of dropped input already logged
         self.rooms: dict[str, TorrentSignaller] = {}
         self._on_empty = on_empty
         self.socket = ReconnectingWebSocket(url, on_open=self._opened, on_message=self._received)
@@ -173,7 +175,14 @@ class TrackerConnection:
             message = parse_tracker_message(text)
         except RelayProtocolError as exc:
             self.malformed_messages += 1
-            logger.debug("%s: dropped a malformed tracker message: %s", self.url, exc)
+            log_once(
+                logger,
+                self._logged,
+                "message",
+                "%s: dropped a malformed tracker message: %s",
+                self.url,
+                exc,
+            )
             return
         if message.failure is not None:
             # As Trystero: a failure is logged and the rest of the message is ignored.

@@ -34,6 +34,7 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from .._limits import log_once
 from . import (
     ReadyCallbacks,
     RelayHealth,
@@ -84,6 +85,7 @@ class WsRelay:
         self._closed = False
         self._on_closed = on_closed
         self._messages_dropped = 0
+        self._logged: set[str] = set()  # kinds of dropped input already logged
         self._loop = asyncio.get_running_loop()
         self._sender = OrderedSender(
             url, self._send, self._became_ready, max_pending=MAX_PENDING_PUBLISHES
@@ -238,7 +240,14 @@ class WsRelay:
 
     def _drop(self, why: str, *args: object) -> None:
         self._messages_dropped += 1
-        logger.debug("%s: dropped a malformed relay message: " + why, self.url, *args)
+        log_once(
+            logger,
+            self._logged,
+            "message",
+            "%s: dropped a malformed relay message: " + why,
+            self.url,
+            *args,
+        )
 
 
 if TYPE_CHECKING:
