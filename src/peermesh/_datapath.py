@@ -59,7 +59,7 @@ replacements keep the behaviour on the wire and make the common case cheap:
   logged (the first per transport at INFO).
 * **Proof of life.** Every datagram from the peer that authenticates (a DTLS record that
   decrypts, an SRTP or SRTCP packet that unprotects) is counted per transport
-  (:func:`proofs_of`); ``PeerLink`` reads the count for its liveness verdict
+  (:func:`proofs_of`), and so is every one dropped (:func:`dropped_datagrams_of`); ``PeerLink`` reads the count for its liveness verdict
   (:mod:`peermesh._wire.liveness`). A DTLS shutdown (``_write_ssl`` once handshaken) sends
   what is queued at once, the SCTP ABORT before it included: the ICE connection closes
   right after, and a datagram left for the end of the loop step would be dropped.
@@ -86,7 +86,14 @@ from typing import Any
 
 from peermesh._wire.sctp_guard import INIT, check_packet, gaps_problem
 
-__all__ = ["SACK_DELAY", "UDP_RECEIVE_BUFFER", "dropped_packets_of", "install", "proofs_of"]
+__all__ = [
+    "SACK_DELAY",
+    "UDP_RECEIVE_BUFFER",
+    "dropped_datagrams_of",
+    "dropped_packets_of",
+    "install",
+    "proofs_of",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -98,6 +105,8 @@ SACK_DELAY = 0.01
 SACK_EVERY = 2
 
 _installed = False
+#: DTLS content type of application data records (RFC 6347 §4.1).
+_APPLICATION_DATA = 23
 
 
 def install() -> None:
@@ -600,6 +609,7 @@ class _DtlsRecords:
 
     __slots__ = (
         "connection",
+        "dropped",
         "ffi",
         "incoming",
         "lib",
@@ -619,8 +629,10 @@ class _DtlsRecords:
         self.outgoing = ssl_connection._from_ssl
         self.connection = ice_connection
         self.read_buffer = ffi.new("char[]", DATAGRAM_MAX)
-        #: Datagrams from the peer that authenticated (see :func:`proofs_of`).
+        #: Datagrams from the peer that authenticated (see :func:`proofs_of`), and those
+        #: dropped (see :func:`dropped_datagrams_of`).
         self.proofs = 0
+        self.dropped = 0
         self.loop = asyncio.get_running_loop()
         self.unsent: list[bytes] = []
 
@@ -640,7 +652,16 @@ class _DtlsRecords:
                 return records, False
             lib.ERR_clear_error()
             # Anything else is a record OpenSSL refused (aiortc drops it as well).
-            return records, error == lib.SSL_ERROR_ZERO_RETURN
+            closed = error == lib.SSL_ERROR_ZERO_RETURN
+            if not closed:
+                self.drop("a DTLS record OpenSSL refused")
+            return records, closed
+
+    def drop(self, what: str) -> None:
+        """Count (and log, the first at INFO) a datagram from the peer that was dropped."""
+        self.dropped += 1
+        level = logging.INFO if self.dropped == 1 else logging.DEBUG
+        logger.log(level, "dropped a datagram from the peer (%d so far): %s", self.dropped, what)
 
     def encrypt(self, plaintext: bytes) -> None:
         """Write one record; raise :class:`ConnectionError` if OpenSSL refuses it."""
@@ -718,11 +739,18 @@ def _patch_dtls(dtls: Any, current_ms: Any, lib: Any, ffi: Any) -> None:
         data = item[0]
         self._RTCDtlsTransport__rx_bytes += len(data)
         self._RTCDtlsTransport__rx_packets += 1
+        if not data:
+            records.drop("an empty datagram")
+            return
         first_byte = data[0]
         if 19 < first_byte < 64:
+            dropped = records.dropped
             plaintexts, closed = records.records(data)
             if plaintexts:
                 records.proofs += 1
+            elif first_byte == _APPLICATION_DATA and records.dropped == dropped:
+                # DTLS discards a record that fails its MAC or replays one, silently.
+                records.drop("a DTLS record that did not authenticate")
             flush(self, records)
             if closed:
                 raise ConnectionError("DTLS shut down by the remote party")
@@ -742,7 +770,9 @@ def _patch_dtls(dtls: Any, current_ms: Any, lib: Any, ffi: Any) -> None:
                     records.proofs += 1
                     await self._handle_rtp_data(packet, arrival_time_ms=arrival_time_ms)
             except srtp_error as exc:
-                logger.debug("SRTP unprotect failed: %s", exc)
+                records.drop(f"an SRTP packet that did not unprotect ({exc})")
+        else:  # not STUN (aioice hands on what it cannot parse), DTLS, SRTP or SRTCP
+            records.drop(f"a datagram that is not STUN, DTLS or SRTP (first byte {first_byte})")
 
     async def _send_data(self: Any, data: bytes) -> None:
         records = records_of(self)
@@ -774,6 +804,15 @@ def proofs_of(dtls_transport: Any) -> int | None:
     only meaningful while it grows."""
     records = getattr(dtls_transport, "_peermesh_records", None)
     return records.proofs if isinstance(records, _DtlsRecords) else None
+
+
+def dropped_datagrams_of(dtls_transport: Any) -> int:
+    """How many datagrams from the peer of ``dtls_transport`` were dropped since the
+    handshake: DTLS records that did not authenticate or that OpenSSL refused, SRTP and
+    SRTCP packets that did not unprotect, and datagrams that are none of STUN, DTLS, SRTP
+    (a malformed STUN message is handed on by aioice as data, and counted here)."""
+    records = getattr(dtls_transport, "_peermesh_records", None)
+    return records.dropped if isinstance(records, _DtlsRecords) else 0
 
 
 def dropped_packets_of(sctp_transport: Any) -> int:
