@@ -59,7 +59,8 @@ replacements keep the behaviour on the wire and make the common case cheap:
   logged (the first per transport at INFO).
 * **Proof of life.** Every datagram from the peer that authenticates (a DTLS record that
   decrypts, an SRTP or SRTCP packet that unprotects) is counted per transport
-  (:func:`proofs_of`), and so is every one dropped (:func:`dropped_datagrams_of`); ``PeerLink`` reads the count for its liveness verdict
+  (:func:`proofs_of`), and so is every one dropped (:func:`dropped_datagrams_of`);
+  ``PeerLink`` reads the first count for its liveness verdict
   (:mod:`peermesh._wire.liveness`). A DTLS shutdown (``_write_ssl`` once handshaken) sends
   what is queued at once, the SCTP ABORT before it included: the ICE connection closes
   right after, and a datagram left for the end of the loop step would be dropped.
