@@ -1,8 +1,9 @@
 """How much remote peers may make this process hold: :class:`Limits` and :class:`MemoryBudget`.
 
-Pure: no I/O, no clock, no asyncio. The rooms are the drivers: they charge what they hold
-for a peer (partial messages, messages held for an action nobody listens to yet, decoded
-values while they are being decoded) and release it when they let go.
+Pure (no I/O, no asyncio; :class:`RateLimit` is given the time). The rooms are the
+drivers: they charge what they hold for a peer (partial messages, messages held for an
+action nobody listens to yet, requests, decoded values while they are being decoded) and
+release it when they let go.
 
 The budget is shared fairly. A charge is refused when it would take the peer past its own
 cap (:attr:`Limits.peer_memory`): the caller drops what it was about to hold. When it would
@@ -33,8 +34,8 @@ class Limits:
     """Every cap on what peers can make a room hold or do, in one value.
 
     Pass it to any ``join_room`` as ``limits=Limits(...)``; fields not given keep their
-    defaults. Rooms joined with equal ``Limits`` in one process share one
-    :attr:`memory_budget`. Raises :class:`UsageError` for a field that is not a positive
+    defaults. Rooms joined with the same :attr:`memory_budget` and :attr:`peer_memory` in one
+    process share one budget. Raises :class:`UsageError` for a field that is not a positive
     ``int``, or a ``peer_memory`` above ``memory_budget``.
     """
 
@@ -56,7 +57,6 @@ class Limits:
     max_media_metadata: int = 256 * 1024
     """Decoded-size estimate of one ``@_stream``/``@_track`` announcement or handshake
     message (``@_hsdata``); larger ones are dropped."""
-
     max_running_requests: int = 64
     """Request handlers running at once in a room; more requests wait."""
     max_running_requests_per_peer: int = 16

@@ -1186,7 +1186,8 @@ class Room:
 
     def _evict(self, peer_id: str, reason: str) -> None:
         """The memory budget disconnects ``peer_id``: release what this room holds for it
-        now, drop the peer from the room once the current input is handled."""
+        now (requests whose handlers are running release theirs when they finish), and
+        drop the peer from the room once the current input is handled."""
         for event in self._release_unclaimed(lambda event: event.peer_id == peer_id):
             self._drop_unclaimed(event, charged=False)
         self._reassembler.drop_peer(peer_id)
