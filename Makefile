@@ -7,7 +7,7 @@ NODE_DIR   := tests/interop
 NODE_STAMP := $(NODE_DIR)/node_modules/.installed
 ISOLATED   := scripts/isolated
 
-.PHONY: demo test lint bench venv node mosquitto chromium clean
+.PHONY: demo test lint bench fuzz venv node mosquitto chromium clean
 
 demo: $(PY_STAMP)
 	$(ISOLATED) $(BIN)/peermesh demo
@@ -23,6 +23,11 @@ lint: $(PY_STAMP)
 
 bench: $(PY_STAMP) $(NODE_STAMP) mosquitto
 	$(ISOLATED) $(BIN)/python -m bench $(BENCH_ARGS)
+
+# Every fuzz target (tests/fuzz) for FUZZ_RUNS inputs, one after another; a table at the end.
+FUZZ_RUNS ?= 1000000
+fuzz: $(PY_STAMP)
+	$(ISOLATED) $(BIN)/python -m tests.fuzz all --runs $(FUZZ_RUNS)
 
 venv: $(PY_STAMP)
 node: $(NODE_STAMP)
