@@ -18,7 +18,7 @@ line (JSON) and exits 0. The first violation (an invariant, the time or memory l
 exception that escaped) is printed with its traceback, the input is written to
 ``WORK/crashes/TARGET-crash-<sha1>``, and the exit status is non-zero.
 
-``all`` runs every target in turn, each in its own process (logs in ``build/fuzz/logs/``),
+``all`` runs every target in turn, each in its own process (logs in ``WORK/logs/``),
 then prints a table of inputs, time, inputs per second and crashes; its exit status is
 non-zero if any target failed.
 """
@@ -103,10 +103,10 @@ def fuzz_one(name: str, runs: int, work: Path, extra: list[str]) -> None:
     atheris.Fuzz()
 
 
-def fuzz_all(runs: int) -> int:
+def fuzz_all(runs: int, work: Path) -> int:
     from tests.fuzz.targets import TARGETS
 
-    logs = WORK / "logs"
+    logs = work / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     rows = []
     for name in TARGETS:
@@ -115,7 +115,7 @@ def fuzz_all(runs: int) -> int:
         started = time.monotonic()
         with log.open("w") as out:
             code = subprocess.call(
-                [sys.executable, "-m", "tests.fuzz", name, f"--runs={runs}"],
+                [sys.executable, "-m", "tests.fuzz", name, f"--runs={runs}", f"--work={work}"],
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 cwd=ROOT,
@@ -133,16 +133,9 @@ def fuzz_all(runs: int) -> int:
             print(f"  FAILED (exit status {code}) after {seconds:.0f} s: see {log}", flush=True)
             rows.append((name, "-", f"{seconds:.0f}", "-", "1"))
         else:
-            print(f"  {summary}", flush=True)
-            rows.append(
-                (
-                    name,
-                    str(summary["inputs"]),
-                    str(summary["seconds"]),
-                    str(summary["exec_per_s"]),
-                    "0",
-                )
-            )
+            print(f"  {json.dumps(summary)}", flush=True)
+            figures = (str(summary[key]) for key in ("inputs", "seconds", "exec_per_s"))
+            rows.append((name, *figures, "0"))
     header = ("target", "inputs", "seconds", "inputs/s", "crashes")
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
@@ -156,10 +149,10 @@ def main(argv: list[str]) -> int:
         from tests.fuzz.targets import TARGETS
 
         for name, target in TARGETS.items():
-            print(f"{name}\n    {target.invariant.splitlines()[0]}")
+            print(f"{name}: {' '.join(target.invariant.split(chr(10) * 2)[0].split())}")
         return 0
     if options.target == "all":
-        return fuzz_all(options.runs)
+        return fuzz_all(options.runs, options.work)
     fuzz_one(options.target, options.runs, options.work, extra)
     return 0  # not reached: the fuzzer exits the process
 

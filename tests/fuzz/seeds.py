@@ -213,7 +213,7 @@ def sealed_sdp() -> Seeds:
         yield f"plain-{name}", b"\1" + sdp.encode()
     candidate = {"candidate": "candidate:1 1 udp 1 127.0.0.1 9 typ host", "sdpMid": "0"}
     yield "plain-candidate", b"\1" + json.dumps(candidate).encode()
-    challenge = json.dumps(sealing.make_password_challenge()).encode()
+    challenge = json.dumps({sealing.PASSWORD_FIELD: "challenge", "c": "c" * 36}).encode()
     yield "password-challenge", b"\1" + challenge
     response = sealing.make_password_response("c" * 36, "pw", "a", "r")
     yield "password-response", b"\0" + json.dumps(response).encode()
@@ -260,10 +260,15 @@ def media_payload() -> Seeds:
         ("candidate", media.encode_candidate_signal({"candidate": "candidate:1", "sdpMid": "1"})),
     ):
         yield name, b"\0" + json.dumps(value).encode()
-    for name, sdp in _sdps().items():
+    sdps = _sdps()
+    for name, sdp in sdps.items():
         kind = media.SignalType.OFFER if "offer" in name else media.SignalType.ANSWER
         yield f"signal-{name}", b"\0" + json.dumps(media.encode_signal(kind, sdp)).encode()
-        yield f"sdp-{name}", b"\1" + sdp.encode()
+        # the SDP against itself, and an answer against its offer
+        yield f"sdp-{name}", b"\1" + f"{sdp}\0{sdp}".encode()
+        if "answer" in name:
+            offer = sdps[name.replace("answer", "offer")]
+            yield f"sdp-offer-then-{name}", b"\1" + f"{offer}\0{sdp}".encode()
 
 
 def _packet(*chunks: sctp.Chunk, tag: int = 0x1234) -> bytes:

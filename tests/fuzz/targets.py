@@ -56,12 +56,6 @@ def _text(data: bytes) -> str:
     return data.decode("utf-8", "surrogateescape")
 
 
-def _check_decoded_size(kind: PayloadKind, raw: bytes | memoryview, value: object) -> None:
-    estimate = decoded_size(kind, raw)
-    size = deep_size(value)
-    expect(size <= estimate, f"decoded_size {estimate} is below the {size} bytes decoded")
-
-
 # -- data-channel frames ------------------------------------------------------------------------
 
 
@@ -92,7 +86,8 @@ def frames(data: bytes) -> None:
         value = decode_payload(kind, chunk.payload)
     except ProtocolError:
         return
-    _check_decoded_size(kind, chunk.payload, value)
+    estimate, size = decoded_size(kind, chunk.payload), deep_size(value)
+    expect(size <= estimate, f"decoded_size {estimate} is below the {size} bytes decoded")
 
 
 def reassembler(data: bytes) -> None:
@@ -424,16 +419,18 @@ a=rtpmap:96 opus/48000/2
 """
 
 
-def _sdp_facts(sdp: str) -> None:
-    for section in media.media_sections(sdp):
-        expect(section.kind in ("audio", "video"), "media section of another kind")
-    media.has_media_codecs(sdp)
-    for before, after in ((_REFERENCE_SDP, sdp), (sdp, _REFERENCE_SDP)):
+def _sdp_facts(current: str, new: str) -> None:
+    """What the media layer reads from a remote SDP ``new`` while ``current`` is applied."""
+    for sdp in (current, new):
+        for section in media.media_sections(sdp):
+            expect(section.kind in ("audio", "video"), "media section of another kind")
+        media.has_media_codecs(sdp)
+        mids = [mid for mid, _ in media._credentials(sdp)]
+        if len(set(mids)) == len(mids):  # a valid SDP (RFC 8843: mids are unique)
+            expect(media.credentials_change(sdp, sdp) is None, "an SDP changes its credentials")
+    for before, after in ((current, new), (new, current)):
         reason = media.credentials_change(before, after)
         expect(reason is None or isinstance(reason, str), "credentials_change")
-    mids = [mid for mid, _ in media._credentials(sdp)]
-    if len(set(mids)) == len(mids):  # a valid SDP (RFC 8843: mids are unique)
-        expect(media.credentials_change(sdp, sdp) is None, "an SDP changes its own credentials")
 
 
 def media_payload(data: bytes) -> None:
@@ -441,15 +438,18 @@ def media_payload(data: bytes) -> None:
     (``parse_media_meta``), ``@_signal`` (``parse_signal``, ``parse_candidate``), and the
     SDP facts read from a remote SDP (``media_sections``, ``credentials_change``).
 
-    Even first byte: the rest is a JSON action payload (``decode_payload``); odd: it is an
-    SDP as text. The parsers raise only ``ProtocolError``; the SDP readers never raise, and an
-    SDP never changes its own credentials. A meta re-encodes to itself.
+    Even first byte: the rest is a JSON action payload (``decode_payload``), an SDP in it
+    read against a fixed one; odd: the rest, as text, is two SDPs separated by NUL, each
+    read against the other. The parsers raise only ``ProtocolError``; the SDP readers never
+    raise, and an SDP with unique mids never changes its own credentials. A meta
+    re-encodes to itself.
     """
     if not data:
         return
     body = data[1:]
     if data[0] % 2:
-        _sdp_facts(_text(body))
+        current, _, new = _text(body).partition("\0")
+        _sdp_facts(current, new)
         return
     try:
         value = decode_payload(PayloadKind.JSON, body)
@@ -468,7 +468,7 @@ def media_payload(data: bytes) -> None:
         if signal.type is media.SignalType.CANDIDATE:
             media.parse_candidate(signal.sdp)
         else:
-            _sdp_facts(signal.sdp)
+            _sdp_facts(_REFERENCE_SDP, signal.sdp)
     except ProtocolError:
         pass
 
@@ -531,7 +531,7 @@ TARGETS: dict[str, Target] = {
         Target("ws_relay_server", ws_relay_server, memory_factor=64, max_len=8192),
         Target("sealed_sdp", sealed_sdp, memory_factor=64, max_len=8192),
         Target("byte_stream", byte_stream, memory_factor=64, max_len=4096),
-        Target("media_payload", media_payload, memory_factor=64, max_len=8192),
+        Target("media_payload", media_payload, memory_factor=64, max_len=12_288),
         Target("sctp_packet", sctp_packet, memory_factor=64, max_len=2048, json=False),
     )
 }
