@@ -8,6 +8,6 @@
   seed corpora in ``tests/fuzz/corpus/<target>/`` (made by ``python -m tests.fuzz.seeds``);
 - ``test_fuzz_smoke.py`` replays the seeds and a few thousand mutants of them in-process.
 
-Nothing here imports peermesh at import time except :mod:`.targets`, so that the runner can
-import it under atheris' instrumentation.
+Only :mod:`.targets` imports peermesh, and the runner imports it under atheris'
+instrumentation.
 """

@@ -12,8 +12,7 @@ through a target and adds the limits every target shares:
   :data:`SLOW`, is run again under :mod:`tracemalloc`; the peak of what the run allocates
   must stay within ``target.memory_bound(len(data))``.
 
-Pure Python, no peermesh imports: the runner imports this module before atheris starts
-instrumenting imports.
+It imports nothing of peermesh.
 """
 
 from __future__ import annotations
