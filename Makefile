@@ -7,7 +7,7 @@ NODE_DIR   := tests/interop
 NODE_STAMP := $(NODE_DIR)/node_modules/.installed
 ISOLATED   := scripts/isolated
 
-.PHONY: demo test lint bench soak venv node mosquitto chromium clean
+.PHONY: demo test lint bench soak fuzz venv node mosquitto chromium clean
 
 demo: $(PY_STAMP)
 	$(ISOLATED) $(BIN)/peermesh demo
@@ -28,6 +28,11 @@ bench: $(PY_STAMP) $(NODE_STAMP) mosquitto
 # and connections left (bench/soak.py). About 15 minutes; SOAK_ARGS="--cycles 50 --minutes 1".
 soak: $(PY_STAMP)
 	$(ISOLATED) $(BIN)/python -m bench.soak $(SOAK_ARGS)
+
+# Every fuzz target (tests/fuzz) for FUZZ_RUNS inputs, one after another; a table at the end.
+FUZZ_RUNS ?= 1000000
+fuzz: $(PY_STAMP)
+	$(ISOLATED) $(BIN)/python -m tests.fuzz all --runs $(FUZZ_RUNS)
 
 venv: $(PY_STAMP)
 node: $(NODE_STAMP)

@@ -5,8 +5,8 @@ flooder is a peermesh room in this process that, once admitted, writes raw frame
 connection as fast as the connection takes them (with backpressure), for ``--seconds`` (5) per kind:
 
 - ``idle``: nothing (the baseline);
-- ``data``: one-chunk binary messages (16,348 bytes) on the action the receiver listens to (the normal data
-  path, for reference);
+- ``data``: one-chunk binary messages (16,348 bytes) on the action the receiver listens
+  to (the normal data path, for reference);
 - ``pings``: ``@_ping`` frames (answered at most ``Limits.max_control_rate`` per second);
 - ``presence``: presence frames for rooms that do not exist (20 per second acted on);
 - ``unclaimed``: 100-byte messages on an action nobody listens to (held, bounded, oldest

@@ -18,8 +18,10 @@ from peermesh._signalling.mqtt import (
     MqttRelay,
     acquire_mqtt_relay,
     parse_mqtt_url,
+    payload_text,
 )
 from peermesh._signalling.websocket import Backoff
+from peermesh.errors import RelayProtocolError
 from tests.brokers import MosquittoBroker, free_port, start_mosquitto
 
 TOPIC = "0123456789abcdef0123456789abcdef01234567"
@@ -123,6 +125,21 @@ async def test_bad_topics_are_refused_at_once() -> None:
 
 
 # -- messages ---------------------------------------------------------------------------------
+
+
+def test_payload_text_takes_utf8_up_to_the_limit() -> None:
+    assert payload_text("é") == "é"
+    assert payload_text("é".encode()) == "é"
+    assert payload_text(bytearray(b"x" * MAX_PAYLOAD)) == "x" * MAX_PAYLOAD
+    for bad, reason in (
+        (b"x" * (MAX_PAYLOAD + 1), "oversize"),
+        (b"\xff\xfe", "not UTF-8"),
+        (b"\xed\xa0\x80", "not UTF-8"),  # an encoded surrogate
+        (7, "unexpected payload type int"),
+        (None, "unexpected payload type NoneType"),
+    ):
+        with pytest.raises(RelayProtocolError, match=reason):
+            payload_text(bad)
 
 
 async def test_two_clients_exchange_messages(url: str, relays: Callable[..., MqttRelay]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import sys
 import tracemalloc
 from dataclasses import dataclass
 
@@ -696,6 +697,16 @@ def test_decoded_size_of_text_covers_decoding_it(text: str) -> None:
     finally:
         tracemalloc.stop()
     assert peak <= decoded_size(kind, data)
+
+
+@pytest.mark.parametrize("char", ["\u0100", "\U0001f600", "\ud800"])
+def test_decoded_size_counts_a_json_escape_as_its_character(char: str) -> None:
+    # json.dumps escapes every non-ASCII character and JSON.stringify lone surrogates: the
+    # text is ASCII, but the decoded string is as wide as its widest (escaped) character.
+    data = json.dumps(["a" * 20000 + char]).encode()
+    assert data.isascii()
+    [decoded] = decode_payload(PayloadKind.JSON, data)
+    assert sys.getsizeof(decoded) <= decoded_size(PayloadKind.JSON, data)
 
 
 @pytest.mark.parametrize("bad_meta", [b"{not json", b"\xff\xfe", b"NaN", b""])

@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,7 @@ from hypothesis import strategies as st
 
 from peermesh._wire.actions import decode_payload, encode_payload
 from peermesh._wire.media import (
+    MAX_SDP_SIZE,
     MEDIA_KEY_LENGTH,
     NO_METADATA,
     MediaMeta,
@@ -361,6 +364,39 @@ def test_session_level_credentials() -> None:
 def test_missing_credentials_are_a_change() -> None:
     bare = "".join(x for x in OFFER.splitlines(True) if not x.startswith("a=ice-pwd:"))
     assert "ICE credentials" in str(credentials_change(OFFER, bare))
+
+
+def _python_lines_run(call: Callable[[], object]) -> int:
+    """Python lines executed by ``call()`` (all frames): a measure of work without a clock."""
+    lines = 0
+
+    def trace(frame: object, event: str, arg: object) -> object:
+        nonlocal lines
+        if event == "line":
+            lines += 1
+        return trace
+
+    sys.settrace(trace)
+    try:
+        call()
+    finally:
+        sys.settrace(None)
+    return lines
+
+
+def test_credentials_change_takes_linear_time() -> None:
+    """Each new section was compared with every known one: two SDPs within MAX_SDP_SIZE,
+    with 1638 sections each, took a third of a second of the event loop. Doubling the
+    sections must about double the work (it quadrupled it)."""
+
+    def work(count: int) -> int:
+        last = f"u{count - 1}"  # the credentials of current's last section
+        current = "v=0\n" + "".join(f"m=audio\na=mid:{i}\na=ice-ufrag:u{i}\n" for i in range(count))
+        new = "v=0\n" + "".join(f"m=audio\na=mid:n{i}\na=ice-ufrag:{last}\n" for i in range(count))
+        assert max(len(current), len(new)) <= MAX_SDP_SIZE
+        return _python_lines_run(lambda: credentials_change(current, new))
+
+    assert work(800) < 2.5 * work(400)
 
 
 @given(st.text(max_size=300), st.text(max_size=300))

@@ -38,6 +38,7 @@ import paho.mqtt.client as paho
 from aiomqtt import MqttError, ProtocolVersion
 
 from .._limits import log_once
+from ..errors import RelayProtocolError
 from . import ReadyCallbacks, RelayHealth, RelayState, TopicHandler, register_relay
 from .websocket import Backoff
 
@@ -49,6 +50,7 @@ __all__ = [
     "MqttUrl",
     "acquire_mqtt_relay",
     "parse_mqtt_url",
+    "payload_text",
 ]
 
 logger = logging.getLogger(__name__)
@@ -131,6 +133,25 @@ def _check_topic(topic: str) -> None:
 def _random_client_id() -> str:
     # 21 characters: within MQTT 3.1.1's 23-character guarantee.
     return "peermesh_" + secrets.token_hex(6)
+
+
+def payload_text(payload: object) -> str:
+    """The text of a received message's payload, for the topic handlers. Pure.
+
+    Raises :class:`~peermesh.errors.RelayProtocolError` for a payload of more than
+    :data:`MAX_PAYLOAD` bytes, one that is not UTF-8, and one that is neither bytes nor
+    text; nothing else.
+    """
+    if isinstance(payload, bytes | bytearray):
+        if len(payload) > MAX_PAYLOAD:
+            raise RelayProtocolError(f"oversize payload ({len(payload)} bytes)")
+        try:
+            return bytes(payload).decode("utf-8")
+        except UnicodeDecodeError:
+            raise RelayProtocolError("payload is not UTF-8") from None
+    if isinstance(payload, str):
+        return payload
+    raise RelayProtocolError(f"unexpected payload type {type(payload).__name__}")
 
 
 class MqttRelay:
@@ -413,20 +434,10 @@ class MqttRelay:
     def _dispatch(self, message: aiomqtt.Message) -> None:
         self.messages_received += 1
         topic = message.topic.value
-        payload = message.payload
-        if isinstance(payload, bytes | bytearray):
-            if len(payload) > MAX_PAYLOAD:
-                self._drop(topic, f"oversize payload ({len(payload)} bytes)")
-                return
-            try:
-                text = bytes(payload).decode("utf-8")
-            except UnicodeDecodeError:
-                self._drop(topic, "payload is not UTF-8")
-                return
-        elif isinstance(payload, str):
-            text = payload
-        else:
-            self._drop(topic, f"unexpected payload type {type(payload).__name__}")
+        try:
+            text = payload_text(message.payload)
+        except RelayProtocolError as exc:
+            self._drop(topic, str(exc))
             return
         for handler in list(self._handlers.get(topic, ())):
             try:

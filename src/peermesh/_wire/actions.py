@@ -202,6 +202,8 @@ def _decode_json(data: bytes | memoryview, what: str) -> object:
 
 _ASTRAL = re.compile(rb"[\xf0-\xff]")  # lead bytes of 4-byte UTF-8 sequences
 _WIDE = re.compile(rb"[\xc4-\xef]")  # lead bytes of characters above U+00FF
+_ESCAPED_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]")  # JSON escapes of U+D800-U+DFFF
+_ESCAPED_WIDE = re.compile(rb"\\u(?!00)[0-9a-fA-F]{4}")  # ... of characters above U+00FF
 #: Upper bounds, measured on CPython 3.11 (64-bit), of what one structural character of JSON
 #: text can add to the decoded value: an object or array (with its slot in its container),
 #: a further element, a further member (a new key string and the dict's growth).
@@ -211,15 +213,18 @@ _JSON_COLON_COST = 160
 _OBJECT_OVERHEAD = 256
 
 
-def _text_size(data: bytes) -> int:
+def _text_size(data: bytes, *, escapes: bool = False) -> int:
     """Peak bytes of decoding UTF-8 ``data`` to a ``str`` (measured on CPython 3.11): the
     result takes 1, 2 or 4 bytes per character, decided by its widest one, and the decoder
-    widens its buffer as it meets wider characters."""
-    if data.isascii():
+    widens its buffer as it meets wider characters. With ``escapes`` (JSON text), a
+    ``\\uXXXX`` escape counts as the character it stands for (surrogates as a pair may
+    stand for one above the BMP)."""
+    escaped = escapes and b"\\u" in data
+    if data.isascii() and not escaped:
         factor = 1
-    elif _ASTRAL.search(data):
+    elif _ASTRAL.search(data) or (escaped and _ESCAPED_SURROGATE.search(data)):
         factor = 9
-    elif _WIDE.search(data):
+    elif _WIDE.search(data) or (escaped and _ESCAPED_WIDE.search(data)):
         factor = 4
     else:
         factor = 2
@@ -237,7 +242,7 @@ def decoded_size(kind: PayloadKind, data: bytes | memoryview) -> int:
     if kind is PayloadKind.BINARY:
         return len(data) + _OBJECT_OVERHEAD
     raw = data if type(data) is bytes else bytes(data)
-    size = _text_size(raw)
+    size = _text_size(raw, escapes=kind is PayloadKind.JSON)
     if kind is PayloadKind.JSON:
         count = raw.count
         size += (

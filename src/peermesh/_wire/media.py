@@ -406,12 +406,14 @@ def credentials_change(current: str, new: str) -> str | None:
     never in an ``@_signal``, and closes a connection whose ICE failed. Pure; never raises.
     """
     known = dict(_credentials(current))
+    anywhere = set(known.values())  # a set: a new section is looked up, not compared with each
     for mid, credentials in _credentials(new):
-        expected = [known[mid]] if mid in known else list(known.values())
-        if not any(credentials.fingerprints == e.fingerprints for e in expected):
+        expected = {known[mid]} if mid in known else anywhere
+        if credentials in expected:
+            continue
+        if all(credentials.fingerprints != e.fingerprints for e in expected):
             return f"m-section {mid!r} changes the DTLS fingerprint"
-        if credentials not in expected:
-            return f"m-section {mid!r} changes the ICE credentials (ICE restarts are not supported)"
+        return f"m-section {mid!r} changes the ICE credentials (ICE restarts are not supported)"
     return None
 
 
