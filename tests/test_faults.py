@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import os
 import signal
 import sys
@@ -21,7 +20,7 @@ from pathlib import Path
 
 import pytest
 from bench.peers import PeerError, PeerProcess, PeerSpec
-from bench.py_peer import BENCH_ACTION
+from bench.py_peer import BENCH_ACTION, deterministic_bytes
 
 import peermesh
 import peermesh.mqtt
@@ -48,10 +47,6 @@ ROOM = "room"
 GONE_WITHIN = DEAD_AFTER + CHECK_INTERVAL + 4
 
 
-def payload(size: int) -> bytes:
-    return hashlib.shake_256(b"peermesh-faults").digest(size)
-
-
 # -- random loss --------------------------------------------------------------------------
 
 
@@ -68,7 +63,7 @@ async def test_an_action_arrives_intact_through_random_loss(
     a, b = await connected_pair(join)
     got: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
     b.make_action("bulk").on_message(lambda data, *_: got.set_result(data))
-    data = payload(size)
+    data = deterministic_bytes(size, percent)
     with drop_udp(percent) as rule:
         started = time.monotonic()
         await a.make_action("bulk").send(data, b.self_id)
@@ -117,7 +112,7 @@ async def test_a_send_to_a_killed_receiver_fails_once_liveness_gives_it_up(
     quarter = asyncio.Event()
     sending = asyncio.ensure_future(
         room.make_action(BENCH_ACTION).send(
-            payload(64 * MIB),
+            deterministic_bytes(64 * MIB, 1),
             remote.self_id,
             on_progress=lambda fraction, *_: fraction >= 0.25 and quarter.set(),
         )
@@ -173,7 +168,7 @@ async def test_a_transfer_survives_all_udp_blocked_for_3_s(join: JoinFactory) ->
     got: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
     b.make_action("bulk").on_message(lambda data, *_: got.set_result(data))
     quarter = asyncio.Event()
-    data = payload(4 * MIB)
+    data = deterministic_bytes(4 * MIB, 1)
     sending = asyncio.ensure_future(
         a.make_action("bulk").send(
             data,
@@ -236,9 +231,12 @@ class ServerProcess:
 
     async def kill(self) -> None:
         process, self._process = self._process, None
-        if process is not None and process.returncode is None:
-            process.kill()
-            await process.wait()
+        if process is not None:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+            assert process.stdin is not None
+            process.stdin.close()
 
 
 JOINS: dict[str, Callable[..., Awaitable[Room]]] = {
@@ -251,26 +249,25 @@ JOINS: dict[str, Callable[..., Awaitable[Room]]] = {
 
 def server_process(strategy: str, workdir: Path) -> tuple[ServerProcess, str]:
     """The server ``strategy`` meets through, not yet started, and its URL."""
-    port = free_port()
     log = workdir / f"{strategy}.log"
+    if strategy == "mqtt":
+        broker = MosquittoBroker(workdir, websockets=False)  # writes its configuration
+        argv = [broker.executable, "-c", str(broker.config)]
+        return ServerProcess(argv, broker.port, log), broker.mqtt_url
+    port = free_port()
     cli = [sys.executable, "-m", "peermesh.cli"]
+    cwd = None
     if strategy == "torrent":
         argv = [*cli, "tracker", "--port", str(port), "--interval", "10"]
-        return ServerProcess(argv, port, log), f"ws://127.0.0.1:{port}"
-    if strategy == "relay":
-        return ServerProcess([*cli, "relay", "--port", str(port)], port, log), (
-            f"ws://127.0.0.1:{port}"
-        )
-    if strategy == "nostr":
+    elif strategy == "relay":
+        argv = [*cli, "relay", "--port", str(port)]
+    else:
         try:
             check_nostr_node_modules()
         except NostrRelaySetupError as exc:
             pytest.fail(str(exc), pytrace=False)
-        argv = ["node", str(INTEROP_DIR / "nostr_relay.mjs"), "--port", str(port)]
-        return ServerProcess(argv, port, log, INTEROP_DIR), f"ws://127.0.0.1:{port}"
-    broker = MosquittoBroker(workdir, websockets=False)  # writes its configuration
-    argv = [broker.executable, "-c", str(broker.config)]
-    return ServerProcess(argv, broker.port, log), broker.mqtt_url
+        argv, cwd = ["node", str(INTEROP_DIR / "nostr_relay.mjs"), "--port", str(port)], INTEROP_DIR
+    return ServerProcess(argv, port, log, cwd), f"ws://127.0.0.1:{port}"
 
 
 @pytest.mark.parametrize("strategy", list(JOINS))
