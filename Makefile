@@ -7,13 +7,13 @@ NODE_DIR   := tests/interop
 NODE_STAMP := $(NODE_DIR)/node_modules/.installed
 ISOLATED   := scripts/isolated
 
-.PHONY: demo test lint bench soak fuzz venv node mosquitto chromium clean
+.PHONY: demo test lint bench soak fuzz venv node mosquitto chromium nftables clean
 
 demo: $(PY_STAMP)
 	$(ISOLATED) $(BIN)/peermesh demo
 
 # pytest exits 5 when it collects nothing; that is not a failure of the suite's code.
-test: $(PY_STAMP) $(NODE_STAMP) mosquitto chromium
+test: $(PY_STAMP) $(NODE_STAMP) mosquitto chromium nftables
 	$(ISOLATED) $(BIN)/pytest $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
 lint: $(PY_STAMP)
@@ -21,7 +21,7 @@ lint: $(PY_STAMP)
 	$(BIN)/ruff format --check src tests bench examples
 	$(BIN)/mypy
 
-bench: $(PY_STAMP) $(NODE_STAMP) mosquitto
+bench: $(PY_STAMP) $(NODE_STAMP) mosquitto nftables
 	$(ISOLATED) $(BIN)/python -m bench $(BENCH_ARGS)
 
 # 500 join/leave cycles, then a 10-peer room for 10 minutes: leaked tasks, fds, RSS slope
@@ -46,6 +46,12 @@ mosquitto:
 chromium:
 	@command -v chromium >/dev/null || \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
+
+# The fault tests and the loss benchmark drop UDP with nftables, inside their own network
+# namespace (tests/nft.py).
+nftables:
+	@command -v nft >/dev/null || [ -x /usr/sbin/nft ] || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nftables)
 
 $(PY_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)

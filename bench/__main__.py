@@ -5,6 +5,7 @@
     python -m bench --only join --runs 10
     python -m bench --loop uvloop --pairs py-node,node-node
     python -m bench --only mesh --mesh-50    # N = 5, 10, 20 and 50
+    python -m bench --only loss --loss-cases 5:16,20:1
 
 Run it through ``make bench`` (``BENCH_ARGS="..."``) to get a loopback-only network
 namespace. See :mod:`bench.scenarios` for what each figure means.
@@ -66,6 +67,20 @@ def _int_csv(text: str) -> tuple[int, ...]:
     if not items or min(items) < 2:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers ≥ 2, got {text!r}")
     return items
+
+
+def _loss_cases(text: str) -> tuple[tuple[int, int], ...]:
+    """``5:16,20:0.25``: percent of datagrams dropped, then MiB sent, per case."""
+    try:
+        cases = tuple(
+            (int(percent), int(float(mib) * MIB))
+            for percent, mib in (item.split(":") for item in text.split(",") if item.strip())
+        )
+    except ValueError:
+        cases = ()
+    if not cases or any(not 1 <= p <= 99 or size < 1 for p, size in cases):
+        raise argparse.ArgumentTypeError(f"expected PERCENT:MIB,... (1-99 %), got {text!r}")
+    return cases
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -158,9 +173,16 @@ def _parser() -> argparse.ArgumentParser:
         "--late-delay", type=float, default=5.0, help="seconds before the late joiner (5)"
     )
     parser.add_argument(
+        "--loss-cases",
+        type=_loss_cases,
+        default=Settings.loss_cases,
+        help="the loss scenario's cases, PERCENT:MIB (default 5:16,20:0.25)",
+    )
+    parser.add_argument(
         "--group-runs",
         type=int,
-        help=f"runs of the mesh and late-joiner figures (default --runs; quick {QUICK_GROUP_RUNS})",
+        help="runs of the mesh, late-joiner and loss figures "
+        f"(default --runs; quick {QUICK_GROUP_RUNS})",
     )
     parser.add_argument(
         "--out", type=Path, default=RESULTS_DIR, help=f"JSON directory (default {RESULTS_DIR})"
@@ -220,6 +242,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         late_strategies=args.strategies,
         late_delay=args.late_delay,
         heavy_runs=group_runs,
+        loss_cases=args.loss_cases,
     )
 
 

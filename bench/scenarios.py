@@ -32,6 +32,12 @@ peer events, see :mod:`bench.peers`):
     64 KiB payload, each send awaited before the next; the receiver counts them silently
     (``expect``) and emits ``received_all`` in the callback of the last one. Figure: total
     bytes / (``received_all`` − ``sending``), in MiB/s; every message's size is checked.
+``loss.<percent>``
+    As ``throughput``, while the kernel drops that percentage of UDP datagrams at random
+    (nftables in the namespace of ``make bench``, see ``tests/nft.py``), with one message
+    size per loss rate (``--loss-cases``, default 16 MiB at 5 % and 256 KiB at 20 %: a
+    Python sender moves only about 0.01-0.02 MiB/s at 20 %). Python peers on the group loop
+    only, ``--group-runs`` runs. Figure: size / (``received`` − ``sending``), in MiB/s.
 ``ping.median`` / ``ping.p99``
     One connected pair; the first peer calls ``room.ping(second)`` 20 times untimed, then
     ``--ping-count`` (default 1000) times one after the other, each call timed inside the
@@ -63,6 +69,7 @@ __all__ = [
     "PAIR_SCENARIOS",
     "BulkScenario",
     "JoinScenario",
+    "LossScenario",
     "PingScenario",
     "Scenario",
     "Settings",
@@ -109,6 +116,8 @@ class Settings:
     late_delay: float = 5.0  # seconds between the two joins of a late-joiner run
     late_timeout: float = 30.0
     heavy_runs: int | None = None  # runs of the mesh and late scenarios (None: runs)
+    # (percent of UDP datagrams dropped, bytes of the message) of the loss scenario
+    loss_cases: tuple[tuple[int, int], ...] = ((5, 16 * MIB), (20, 256 * 1024))
 
     @property
     def group_runs(self) -> int:
@@ -505,6 +514,80 @@ class ThroughputScenario:
         return Sample(size / MIB / t.seconds, details)
 
 
+# -- random loss --------------------------------------------------------------------------
+
+
+class LossScenario:
+    name: ClassVar[str] = "loss"
+    description: ClassVar[str] = "goodput of one binary action message through random loss"
+    #: Generous: a Python sender at 20 % loss moves about 0.01-0.02 MiB/s.
+    TIMEOUT: ClassVar[float] = 600.0
+
+    async def run(self, settings: Settings, log: Log) -> list[Figure]:
+        figures = []
+        for pair in pairs_for(settings):
+            if pair.loop not in (None, settings.group_loop):
+                continue
+            cases = [(self._figure(pair, *case), *case) for case in settings.loss_cases]
+            figures += [figure for figure, _, _ in cases]
+            error = "skipped: the pair broke in a run"
+            try:
+                async with connected_pair(pair, settings) as (sender, receiver):
+                    for run in range(settings.group_runs):
+                        for figure, percent, size in cases:
+                            sample = await self._once(sender, receiver, run, percent, size)
+                            figure.samples.append(sample)
+                            shown = (
+                                f"{sample.value:.3f} MiB/s ({sample.details['seconds']:.2f} s, "
+                                f"{sample.details['dropped']} datagrams dropped)"
+                                if sample.value is not None
+                                else sample.error
+                            )
+                            log(f"loss {figure.pair_label:<22} {percent} % run {run + 1}: {shown}")
+                            if sample.value is None:
+                                raise PeerError(error)
+            except (PeerError, OSError) as exc:
+                error = _error_text(exc)
+            for figure, _, _ in cases:
+                _fail_rest(figure, settings.group_runs, error)
+        return figures
+
+    async def _once(
+        self, sender: PeerProcess, receiver: PeerProcess, run: int, percent: int, size: int
+    ) -> Sample:
+        from tests.nft import NftUnavailable, udp_drop
+
+        try:
+            prepared = await sender.command("prepare", size=size, seed=f"loss-{run}", timeout=120)
+            with udp_drop(percent) as rule:
+                t = await _timed_send(
+                    sender, receiver, "received", self.TIMEOUT, verify_timeout=120
+                )
+                dropped = rule.dropped()
+        except (PeerError, NftUnavailable) as exc:
+            return Sample(None, error=_error_text(exc))
+        details = {**t.details, "bytes": size, "dropped": dropped}
+        if t.verified["size"] != size or t.verified["sha256"] != prepared["sha256"]:
+            return Sample(None, details, error="payload mismatch (size or SHA-256)")
+        return Sample(size / MIB / t.seconds, details)
+
+    @staticmethod
+    def _figure(pair: Pair, percent: int, size: int) -> Figure:
+        return Figure(
+            key=f"loss.{percent}",
+            title=f"goodput, {size / MIB:g} MiB, {percent} % UDP loss",
+            pair=pair,
+            arrow="→",
+            unit="MiB/s",
+            higher_is_better=True,
+            definition=(
+                f"as throughput ({size} bytes, one connected pair reused for every run), "
+                f"while the kernel drops {percent} % of UDP datagrams at random (nftables "
+                "numgen on lo's ingress, each datagram a separate draw; see tests/nft.py)"
+            ),
+        )
+
+
 # -- many small messages ------------------------------------------------------------------
 
 
@@ -638,4 +721,5 @@ PAIR_SCENARIOS: dict[str, type[Scenario]] = {
     ThroughputScenario.name: ThroughputScenario,
     BulkScenario.name: BulkScenario,
     PingScenario.name: PingScenario,
+    LossScenario.name: LossScenario,
 }

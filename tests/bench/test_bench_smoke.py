@@ -135,6 +135,22 @@ def test_bench_late_joiner(tmp_path: Path, strategies: str) -> None:
         assert details["gap_s"] >= 0.5
 
 
+@pytest.mark.slow
+@pytest.mark.interop
+@pytest.mark.timeout(120)
+def test_bench_loss(tmp_path: Path) -> None:
+    from tests.nft import skip_unless_available
+
+    skip_unless_available()
+    data, table = run_bench(tmp_path, "--only", "loss", "--loss-cases", "5:0.25")
+    check_figures(data, {("loss.5", pair) for pair in PAIRS})
+    for figure in data["figures"]:
+        details = figure["samples"][0]["details"]
+        assert details["bytes"] == 256 * 1024
+        assert details["dropped"] > 0
+    assert "goodput, 0.25 MiB, 5 % UDP loss" in table
+
+
 def test_bench_quick_settings_cover_every_scenario(monkeypatch: pytest.MonkeyPatch) -> None:
     """``--quick`` keeps every scenario, with smaller sizes and fewer runs."""
     monkeypatch.syspath_prepend(str(REPO))
@@ -143,7 +159,7 @@ def test_bench_quick_settings_cover_every_scenario(monkeypatch: pytest.MonkeyPat
 
     args = _parser().parse_args(["--quick"])
     settings = settings_from(args)
-    assert set(args.only) == set(SCENARIOS) >= {"bulk", "ping", "memory", "mesh", "late"}
+    assert set(args.only) == set(SCENARIOS) >= {"bulk", "ping", "memory", "mesh", "late", "loss"}
     assert settings.runs == 2
     assert settings.group_runs == 1
     assert settings.mesh_sizes == (5, 10)
