@@ -257,16 +257,15 @@ class RequestManager:
             and self._running.get(held.peer_id, 0) < self._limits.max_running_requests_per_peer
         )
 
-    def refuse(self, peer_id: str, request_id: str) -> None:
-        """Answer a request that could not be taken with :data:`TOO_MANY_REQUESTS`."""
-        logger.debug("%r: refusing a request from %s: %s", self._room, peer_id, TOO_MANY_REQUESTS)
-        self._reply_error(peer_id, request_id, TOO_MANY_REQUESTS)
+    def refuse(self, peer_id: str, request_id: str, error: str = TOO_MANY_REQUESTS) -> None:
+        """Answer a request that could not be taken with ``error``."""
+        logger.debug("%r: refusing a request from %s: %s", self._room, peer_id, error)
+        self._reply_error(peer_id, request_id, error)
 
     def _refuse(self, held: _Held) -> None:
         self._done(held)
         error = HANDLER_UNAVAILABLE if held.action.handler is None else TOO_MANY_REQUESTS
-        logger.debug("%r: refusing a request from %s: %s", self._room, held.peer_id, error)
-        self._reply_error(held.peer_id, held.request_id, error)
+        self.refuse(held.peer_id, held.request_id, error)
 
     def _expire(self, held: _Held) -> None:
         if self._waiting.remove(held.peer_id, held):

@@ -47,7 +47,7 @@ from typing import Protocol
 
 from aiortc import RTCConfiguration
 
-from ._limits import RateLimit
+from ._limits import RateLimit, log_once
 from ._link import DtlsCertificate, PeerLink
 from ._wire.frames import (
     HandoverFrame,
@@ -134,7 +134,8 @@ class _LinkInfo:
     #: A running :meth:`SharedLinks.still_used` check of this link.
     check: asyncio.Task[bool] | None = None
     retirement: _Retirement | None = None
-    rate_logged: bool = False
+    #: Kinds of dropped input from this link already logged (see :func:`log_once`).
+    logged: set[str] = field(default_factory=set)
     presence_rate: RateLimit = field(
         default_factory=lambda: RateLimit(
             MAX_PRESENCE_RATE, 2 * MAX_PRESENCE_RATE, time.monotonic()
@@ -517,9 +518,13 @@ class SharedLinks:
                 return
             if not info.presence_rate.allow(time.monotonic()):
                 self.counters.presence_rate_limited += 1
-                level = logging.DEBUG if info.rate_logged else logging.WARNING
-                info.rate_logged = True
-                logger.log(level, "dropped a presence frame from %s: over the rate", remote_id)
+                log_once(
+                    logger,
+                    info.logged,
+                    "presence",
+                    "dropped a presence frame from %s: over the rate",
+                    remote_id,
+                )
                 return
             if frame.present:
                 if len(info.remote_tokens) < MAX_REMOTE_TOKENS:

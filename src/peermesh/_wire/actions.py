@@ -473,13 +473,12 @@ class MessageReceived:
 
 class LimitExceeded(ProtocolError):
     """A well-formed message the reassembler refused because it breaks a limit (size,
-    messages in progress, the memory budget), not the format. ``action_type`` names its
-    action and ``metadata`` is its decoded metadata when that was read before the refusal
-    (so that a refused request can still be answered), else ``None``."""
+    messages in progress, the memory budget), not the format. ``metadata`` is its decoded
+    metadata when that was read before the refusal (so that a refused request can still be
+    answered), else ``None``."""
 
-    def __init__(self, message: str, action_type: str, metadata: object | None) -> None:
+    def __init__(self, message: str, metadata: object | None) -> None:
         super().__init__(message)
-        self.action_type = action_type
         self.metadata = metadata
 
 
@@ -651,7 +650,7 @@ class Reassembler:
             poisoned[key] = None
         logger.debug("dropping message %s#%d from %s: %s", key[0], key[1], peer_id, reason)
         message = f"action {key[0]!r} nonce {key[1]} from {peer_id}: {reason}"
-        return LimitExceeded(message, key[0], metadata) if limit else ProtocolError(message)
+        return LimitExceeded(message, metadata) if limit else ProtocolError(message)
 
     def _charge(self, peer_id: str, nbytes: int) -> bool:
         budget = self._budget
