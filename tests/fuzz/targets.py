@@ -44,6 +44,7 @@ from peermesh._wire.sctp_guard import check_packet, gaps_problem
 from peermesh._wire.topics import is_peer_id
 from peermesh.errors import ProtocolError, RelayProtocolError, SealError, UsageError
 from peermesh.servers.relay import RelayServer
+from tests._wire.test_sctp_guard import parse_with_aiortc
 
 from .harness import Target, deep_size, expect, records
 
@@ -501,13 +502,8 @@ def sctp_packet(data: bytes) -> None:
     packet = _with_checksum(data)
     checked = check_packet(packet)
     for chunk in checked.chunks:
-        parsed = sctp.CHUNK_TYPES[chunk.type](flags=chunk.flags, body=chunk.body)
-        if isinstance(parsed, sctp.ReconfigChunk):
-            for param_type, value in parsed.params:
-                param_class = sctp.RECONFIG_PARAM_TYPES.get(param_type)
-                if param_class is not None:
-                    param_class.parse(value)
-        elif isinstance(parsed, sctp.SackChunk) and gaps_problem(parsed.gaps, _OUTSTANDING) is None:
+        parsed = parse_with_aiortc(chunk)
+        if isinstance(parsed, sctp.SackChunk) and gaps_problem(parsed.gaps, _OUTSTANDING) is None:
             covered = sum(end - start + 1 for start, end in parsed.gaps)
             expect(covered <= _OUTSTANDING, f"gap blocks cover {covered} TSNs")
     if checked.problem is None and len(packet) >= 16:
